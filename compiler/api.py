@@ -1,0 +1,45 @@
+"""The public pruning entry points: analyse, choose units, rewrite, in one call."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from .groups import analyze
+from .importance import Criterion, scores, select
+from .lower import as_inputs, lower
+from .rewrite import apply
+from .space import PruningSpace, Widths
+
+
+def keep_mask(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
+              importance: str | Criterion = "l1") -> np.ndarray:
+    """Which units survive `widths` under `importance`: the plan the rewrite applies."""
+    resolved = space.resolve(widths)
+    if resolved == space.full_widths():
+        return np.ones(space.total_units, dtype=bool)
+    return select(space, resolved, scores(gm, space, importance))
+
+
+def rewrite(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
+            importance: str | Criterion = "l1",
+            example_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None) -> fx.GraphModule:
+    """Prune an already lowered and analysed graph; the result remembers its space and widths."""
+    resolved = space.resolve(widths)
+    keep = keep_mask(gm, space, resolved, importance)
+    inputs = as_inputs(example_inputs) if example_inputs is not None else None
+    pruned = apply(gm, space, keep, inputs)
+    pruned.meta["latprune"] = {"space": space, "widths": resolved}
+    return pruned
+
+
+def prune(model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
+          widths: Widths | None, importance: str | Criterion = "l1", multiple_of: int = 1,
+          leaf_modules: Iterable[str | type] = ()) -> fx.GraphModule:
+    """A smaller model with physically sliced parameters. `widths` maps group ids to channels
+    kept (clamped to each group's granularity); None keeps everything."""
+    gm = lower(model, example_inputs, leaf_modules)
+    space = analyze(gm, multiple_of=multiple_of)
+    return rewrite(gm, space, widths, importance, example_inputs)
