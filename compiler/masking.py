@@ -38,3 +38,24 @@ def masked_reference(gm: fx.GraphModule, space: PruningSpace, keep_unit: np.ndar
     """Run the unpruned graph with every dropped channel zeroed at every place."""
     with torch.no_grad():
         return _Masked(gm, space, keep_unit).run(*inputs)
+
+
+def invariant_error(gm: fx.GraphModule, pruned: fx.GraphModule, space: PruningSpace,
+                    keep_unit: np.ndarray, *inputs: torch.Tensor) -> float:
+    """Largest |pruned - masked reference| over all outputs, relative to the output scale.
+    Near float epsilon when the rewrite is right; O(1) for a slicing bug."""
+    ref = masked_reference(gm, space, keep_unit, *inputs)
+    with torch.no_grad():
+        out = pruned(*inputs)
+    refs, outs = torch.utils._pytree.tree_leaves(ref), torch.utils._pytree.tree_leaves(out)
+    if len(refs) != len(outs):
+        return float("inf")
+    worst = 0.0
+    for r, o in zip(refs, outs):
+        if not isinstance(r, torch.Tensor):
+            continue
+        if r.shape != o.shape:
+            return float("inf")
+        scale = max(r.abs().max().item(), 1e-6)
+        worst = max(worst, (r - o).abs().max().item() / scale)
+    return worst

@@ -36,7 +36,7 @@ _SPATIAL_MODULES = (
 )
 _NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d,
                  nn.InstanceNorm2d, nn.InstanceNorm3d)
-_RESHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.ChannelShuffle)
+_RESHAPE_MODULES = (nn.Flatten, nn.Unflatten)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -69,8 +69,7 @@ _SPATIAL_FUNCS = {
     F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.interpolate, F.upsample, F.pad,
 }
 _RESHAPE_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
-                  torch.unsqueeze, torch.movedim, torch.t, torch.unflatten, torch.stack,
-                  torch.channel_shuffle, F.channel_shuffle}
+                  torch.unsqueeze, torch.movedim, torch.t, torch.unflatten, torch.stack}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze",
                     "expand", "expand_as", "repeat", "unflatten", "movedim", "view_as",
                     "reshape_as", "t"}
@@ -235,6 +234,8 @@ class Propagator:
             return self._passthrough(node, x)
         if isinstance(m, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
             return self._softmax(node, x, m.dim)
+        if isinstance(m, nn.ChannelShuffle):
+            return self._channel_shuffle(node, x, m.groups)
         if isinstance(m, _RESHAPE_MODULES):
             return self._generic(node, m, node.args, node.kwargs)
         return self._unknown(node, f"opaque module `{node.target}` ({type(m).__name__})")
@@ -259,6 +260,8 @@ class Propagator:
             return self._cat(node)
         if key in _SPLIT:
             return self._split(node, x)
+        if t in (torch.channel_shuffle, F.channel_shuffle, "channel_shuffle"):
+            return self._channel_shuffle(node, x, args[1] if len(args) > 1 else kwargs["groups"])
         if t is operator.getitem:
             return self._getitem(node)
         if key in _RESHAPE_FUNCS:
@@ -353,6 +356,15 @@ class Propagator:
         for f in fulls[1:]:
             merged = self.st.merge(merged, f.flatten().numpy(), node.name)
         return self.st.from_full(torch.from_numpy(merged).reshape(out), node.name)
+
+    def _channel_shuffle(self, node: fx.Node, x: Labels | None, groups: int) -> NodeLabels:
+        """Shuffle reads channels as a (groups, C/groups) grid: prune whole columns of it."""
+        if x is None or x.dim != 1:
+            return self._passthrough(node, x)
+        grid = x.ids.reshape(groups, -1)
+        for col in grid.T:
+            self.st.merge(col, np.full(groups, col[0]), node.name)
+        return Labels(shape_of(node), 1, grid.T.reshape(-1).copy())
 
     def _reduce(self, node: fx.Node, x: Labels | None, name: str) -> NodeLabels:
         out = shape_of(node)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from .errors import LatpruneError
 from .lower import Inputs, propagate_shapes
@@ -183,7 +184,7 @@ def _patch_op(node: fx.Node, space: PruningSpace, keep: np.ndarray) -> None:
             start += n
         node.op, node.target = "call_function", torch.split
         node.args, node.kwargs = (src, sizes), {"dim": dim}
-    elif t is operator.getitem and k_in is not None and not isinstance(src.meta.get("tensor_meta"), (list, tuple)):
+    elif t is operator.getitem and k_in is not None and isinstance(src.meta.get("tensor_meta"), TensorMetadata):
         _patch_channel_slice(node, k_in, shape_of(src))
     elif t in ("view", "reshape", "expand", torch.reshape):
         k_out = keep_of(space, keep, node.name)

@@ -1,0 +1,44 @@
+"""Shared test helpers: realistic BN statistics and the masked-equivalence check."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import compiler
+
+TOL = 1e-4  # relative to the output scale; a slicing bug gives O(1)
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics, so a dropped channel's BN bias would show in the output."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)) \
+                and getattr(m, "affine", False):
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+    return model.eval()
+
+
+def random_widths(space: compiler.PruningSpace, rng: np.random.Generator) -> dict[str, int]:
+    return {g.id: int(rng.integers(1, g.size + 1)) for g in space.prunable()}
+
+
+def check_masked_equivalence(model: nn.Module, x: torch.Tensor, widths: dict[str, int] | None,
+                             importance: str = "l1", gm=None, space=None) -> torch.nn.Module:
+    """Prune and assert the pruned model equals the masked original. Returns the pruned model."""
+    gm = gm if gm is not None else compiler.lower(model, x)
+    space = space if space is not None else compiler.analyze(gm)
+    pruned = compiler.rewrite(gm, space, widths, importance, example_inputs=x)
+    keep = compiler.keep_mask(gm, space, widths, importance)
+    err = compiler.invariant_error(gm, pruned, space, keep, x)
+    assert err < TOL, f"pruned model differs from the masked original: relative error {err:.3g}"
+    return pruned
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
