@@ -7,13 +7,14 @@ from .errors import (ArtifactError, BadInputError, InfeasibleBudgetError, Latpru
 from .groups import analyze
 from .importance import IMPORTANCE, register_importance
 from .lower import lower
+from .export import ExportError, export_onnx
 from .masking import invariant_error, masked_reference
 from .serialize import load, save
 from .space import ChannelGroup, Member, PruningSpace, Widths
 
 __all__ = [
     "lower", "analyze", "prune", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
-    "register_importance", "IMPORTANCE", "ChannelGroup", "Member", "PruningSpace", "Widths",
+    "register_importance", "IMPORTANCE", "export_onnx", "ExportError", "ChannelGroup", "Member", "PruningSpace", "Widths",
     "LatpruneError", "BadInputError", "LoweringError", "WidthsError", "ArtifactError",
     "InfeasibleBudgetError", "VerificationError",
 ]

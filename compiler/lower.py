@@ -39,6 +39,7 @@ class _Tracer(fx.Tracer):
         self.leaves = leaves
         self.leaf_types = leaf_types
         self.lp_path: list[str] = []
+        self.failed_in: str | None = None  # innermost module whose forward raised
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if qualname in self.leaves or (self.leaf_types and isinstance(m, self.leaf_types)):
@@ -49,6 +50,9 @@ class _Tracer(fx.Tracer):
         self.lp_path.append(self.path_of_module(m))
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            self.failed_in = self.failed_in or self.lp_path[-1]
+            raise
         finally:
             self.lp_path.pop()
 
@@ -110,13 +114,13 @@ def lower(
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types; all mean "not traceable"
-        where = tracer.lp_path[-1] if tracer.lp_path else "<root>"
+        where = tracer.failed_in or "<root>"
         sub = type(model.get_submodule(where)).__name__ if where != "<root>" else type(model).__name__
         raise LoweringError(
             f"torch.fx cannot trace module `{where}` ({sub}) at {_user_frame(exc)}: "
             f"{type(exc).__name__}: {exc}. Make that code traceable (no control flow on tensor "
-            f"values), or pass leaf_modules=['{where}'] to keep it opaque (its channels are "
-            f"then frozen)."
+            f"values)" + (f", or pass leaf_modules=['{where}'] to keep it opaque (its channels are "
+                          f"then frozen)." if where != "<root>" else ".")
         ) from None
     finally:
         model.train(was_training)

@@ -107,6 +107,7 @@ class Propagator:
         self.labels: dict[fx.Node, NodeLabels] = {}
         self.blocks: list[tuple[str, np.ndarray, int]] = []  # (where, ids, groups)
         self._module_calls: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.chdep: dict[fx.Node, Any] = {}  # non-tensor values: do they derive from a channel count?
 
     def run(self) -> Propagator:
         for node in self.gm.graph.nodes:
@@ -196,10 +197,41 @@ class Propagator:
                 self.st.freeze(lab.ids, "model output")
             return None
         if tensor_meta(node) is None:
+            self.chdep[node] = self._scalar_dep(node)
             return None  # sizes, ints, asserts: no channels
         if node.op == "call_module":
             return self._module(node, self.gm.get_submodule(node.target))
         return self._function(node)
+
+    def _scalar_dep(self, node: fx.Node) -> Any:
+        """True (or a tuple of flags) where a size value is computed from a channel count,
+        so it will change when that group is pruned."""
+        t, args = node.target, node.args
+        x = self._lab(args[0]) if args else None
+        if x is not None and (t == "size" or (t is getattr and args[1] == "shape")):
+            flags = tuple(x.dim == k for k in range(len(x.shape)))
+            d = args[1] if t == "size" and len(args) > 1 else node.kwargs.get("dim")
+            return flags[d] if isinstance(d, int) else flags
+        if t is operator.getitem and isinstance(self.chdep.get(args[0]), tuple):
+            return self.chdep[args[0]][args[1]]
+        deps: list[Any] = []
+        fx.node.map_arg((args, node.kwargs), lambda n: deps.append(self.chdep.get(n)) or n)
+        return any(any(d) if isinstance(d, tuple) else bool(d) for d in deps)
+
+    def _reshape(self, node: fx.Node) -> NodeLabels:
+        """view/reshape: a size computed from the channel count may only size the dim that
+        carries the channels; elsewhere it would change the layout when pruned."""
+        t, args = node.target, node.args
+        res = self._generic(node, (lambda s, *a: getattr(s, t)(*a)) if isinstance(t, str) else t, args, node.kwargs)
+        sizes = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+        dim = res.dim if isinstance(res, Labels) else None
+        bad = [k for k, a in enumerate(sizes) if isinstance(a, fx.Node) and self.chdep.get(a) and k != dim]
+        if bad and isinstance(res, Labels):
+            reason = f"{describe(node)} sizes dim {bad[0]} from the channel count"
+            for lab in self._tensor_args(node):
+                self.st.freeze(lab.ids, reason)
+            self.st.freeze(res.ids, reason)
+        return res
 
     def _get_attr(self, node: fx.Node) -> NodeLabels:
         shape = shape_of(node)
@@ -264,6 +296,8 @@ class Propagator:
             return self._channel_shuffle(node, x, args[1] if len(args) > 1 else kwargs["groups"])
         if t is operator.getitem:
             return self._getitem(node)
+        if t in ("view", "reshape", torch.reshape):
+            return self._reshape(node)
         if key in _RESHAPE_FUNCS:
             return self._generic(node, t, args, kwargs)
         if key in _RESHAPE_METHODS:

@@ -120,8 +120,8 @@ def _build_module(spec: dict[str, Any]) -> nn.Module:
 
 def save(pruned: fx.GraphModule, path: str | os.PathLike) -> None:
     """Write a pruned GraphModule (from compiler.prune/rewrite) to one file, atomically."""
-    info = pruned.meta.get("latprune")
-    if not isinstance(pruned, fx.GraphModule) or info is None:
+    info = pruned.meta.get("latprune") if isinstance(pruned, fx.GraphModule) else None
+    if info is None:
         raise ArtifactError("compiler.save takes a model returned by compiler.prune or compiler.rewrite")
     nodes, modules, attrs, states = [], {}, {}, {}
     for n in pruned.graph.nodes:
