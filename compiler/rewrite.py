@@ -74,6 +74,11 @@ def _idx(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.nonzero(mask)[0])
 
 
+def _take(t: torch.Tensor, dim: int, mask: np.ndarray) -> torch.Tensor:
+    """The kept slices of `t` along `dim` (index_select: several times faster than t[idx])."""
+    return t.index_select(dim, _idx(mask))
+
+
 def _set(m: nn.Module, name: str, value: torch.Tensor) -> None:
     old = getattr(m, name)
     if isinstance(old, nn.Parameter):
@@ -89,12 +94,12 @@ def _slice_module(gm: fx.GraphModule, node: fx.Node, space: PruningSpace, keep: 
         ik, ok = _masks(node, space, keep, len(shape_of(node.args[0])) - 1, rank - 1)
         w = m.weight.data
         if ok is not None and not ok.all():
-            w = w[_idx(ok)]
+            w = _take(w, 0, ok)
             if m.bias is not None:
-                _set(m, "bias", m.bias.data[_idx(ok)])
+                _set(m, "bias", _take(m.bias.data, 0, ok))
             m.out_features = int(ok.sum())
         if ik is not None and not ik.all():
-            w = w[:, _idx(ik)]
+            w = _take(w, 1, ik)
             m.in_features = int(ik.sum())
         _set(m, "weight", w)
     elif isinstance(m, _CONVS + _CONV_T):
@@ -107,7 +112,7 @@ def _slice_module(gm: fx.GraphModule, node: fx.Node, space: PruningSpace, keep: 
         for name in ("weight", "bias", "running_mean", "running_var"):
             t = getattr(m, name, None)
             if isinstance(t, torch.Tensor) and t.dim() == 1 and len(t) == len(ok):
-                _set(m, name, t.data[_idx(ok)])
+                _set(m, name, _take(t.data, 0, ok))
         if isinstance(m, nn.GroupNorm):
             m.num_groups = int(ok.sum()) // (m.num_channels // m.num_groups)
             m.num_channels = int(ok.sum())
@@ -130,17 +135,17 @@ def _slice_conv(m: nn.Module, ik: np.ndarray | None, ok: np.ndarray | None, node
     w = m.weight.data
     if isinstance(m, _CONV_T):
         if ok is not None:
-            w = w[:, _idx(ok)]
+            w = _take(w, 1, ok)
         if ik is not None:
-            w = w[_idx(ik)]
+            w = _take(w, 0, ik)
     elif g == 1:
         if ok is not None:
-            w = w[_idx(ok)]
+            w = _take(w, 0, ok)
         if ik is not None:
-            w = w[:, _idx(ik)]
+            w = _take(w, 1, ik)
     elif g == m.in_channels:  # depthwise: the group count follows the channels
         if ok is not None:
-            w = w[_idx(ok)]
+            w = _take(w, 0, ok)
         g = n_in
     else:
         opg, ipg = m.out_channels // g, m.in_channels // g
@@ -148,9 +153,9 @@ def _slice_conv(m: nn.Module, ik: np.ndarray | None, ok: np.ndarray | None, node
         ik_b = (ik if ik is not None else np.ones(m.in_channels, bool)).reshape(g, ipg)
         if len(set(ok_b.sum(1).tolist())) != 1 or len(set(ik_b.sum(1).tolist())) != 1:
             raise RewriteError(f"grouped conv `{node.target}` would keep unequal blocks")
-        w = torch.cat([w[j * opg:(j + 1) * opg][_idx(ok_b[j])][:, _idx(ik_b[j])] for j in range(g)])
+        w = torch.cat([_take(_take(w[j * opg:(j + 1) * opg], 0, ok_b[j]), 1, ik_b[j]) for j in range(g)])
     if m.bias is not None and ok is not None:
-        _set(m, "bias", m.bias.data[_idx(ok)])
+        _set(m, "bias", _take(m.bias.data, 0, ok))
     _set(m, "weight", w)
     m.in_channels, m.out_channels, m.groups = n_in, n_out, g
 
@@ -162,7 +167,7 @@ def _slice_attr(gm: fx.GraphModule, node: fx.Node, space: PruningSpace, keep: np
     dim, mask = k
     owner_name, _, attr = node.target.rpartition(".")
     owner = gm.get_submodule(owner_name)
-    _set(owner, attr, getattr(owner, attr).data.index_select(dim, _idx(mask)))
+    _set(owner, attr, _take(getattr(owner, attr).data, dim, mask))
 
 
 def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:

@@ -90,8 +90,6 @@ def main() -> None:
 
     import torchvision
 
-    from compiler.atomic import atomic_write_text
-
     names = args.models.split(",") if args.models else torchvision.models.list_models(module=torchvision.models)
     rows = []
     for name in tqdm(names, desc="coverage zoo", unit="model"):
@@ -105,15 +103,25 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             row = {"model": name, "failed_stage": "timeout", "reason": f"over {args.timeout} s"}
         rows.append(row)
+        write(args.out, rows, args.no_onnx, done=len(rows) == len(names))
         tqdm.write(f"{name:24s} " + ("ok" if row.get("invariant_holds") and (args.no_onnx or row.get("onnx_matches"))
                                     else f"FAIL {row.get('failed_stage', 'invariant')}: {row.get('reason', row.get('invariant_error'))}"))
-    count = lambda key: sum(1 for r in rows if r.get(key))  # noqa: E731
-    summary = {"models": len(rows), "traced": count("traced"), "pruned": count("pruned"),
+    print(json.dumps(write(args.out, rows, args.no_onnx, done=True)))
+
+
+def write(out: str, rows: list[dict], no_onnx: bool, done: bool) -> dict:
+    """Rewrite the JSON after every model, so an interrupted zoo still leaves its rows."""
+    from compiler.atomic import atomic_write_text
+
+    def count(key: str) -> int:
+        return sum(1 for r in rows if r.get(key))
+
+    summary = {"complete": done, "models": len(rows), "traced": count("traced"), "pruned": count("pruned"),
                "invariant_holds": count("invariant_holds")}
-    if not args.no_onnx:
+    if not no_onnx:
         summary.update(onnx_exported=count("onnx_exported"), onnx_matches=count("onnx_matches"))
-    atomic_write_text(args.out, json.dumps({"summary": summary, "results": rows}, indent=1))
-    print(json.dumps(summary))
+    atomic_write_text(out, json.dumps({"summary": summary, "results": rows}, indent=1))
+    return summary
 
 
 if __name__ == "__main__":
