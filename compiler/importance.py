@@ -14,11 +14,10 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .errors import BadInputError
+from .propagate import CONV, CONV_T
 from .space import PruningSpace, Widths
 
 Criterion = Callable[[fx.GraphModule, PruningSpace], np.ndarray]
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -29,13 +28,13 @@ def _weight_slices(gm: fx.GraphModule, space: PruningSpace):
             continue
         m = gm.get_submodule(node.target)
         w = getattr(m, "weight", None)
-        if not isinstance(w, torch.Tensor) or not isinstance(m, _CONVS + _CONV_T + (nn.Linear,)):
+        if not isinstance(w, torch.Tensor) or not isinstance(m, CONV + CONV_T + (nn.Linear,)):
             continue
         w = w.detach().float()
         out_place = space.places.get(node.name)
         src = node.args[0]
         in_place = space.places.get(src.name) if isinstance(src, fx.Node) else None
-        is_t = isinstance(m, _CONV_T)
+        is_t = isinstance(m, CONV_T)
         out_dim = out_place.dim if out_place else None
         want_out = len(node.meta["tensor_meta"].shape) - 1 if isinstance(m, nn.Linear) else 1
         if out_place is not None and out_dim == want_out:

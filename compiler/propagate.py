@@ -37,8 +37,8 @@ _SPATIAL_MODULES = (
 _NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d,
                  nn.InstanceNorm2d, nn.InstanceNorm3d)
 _RESHAPE_MODULES = (nn.Flatten, nn.Unflatten)
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 _LOCAL_FUNCS = {
     F.relu, torch.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.sigmoid,
@@ -86,6 +86,16 @@ def tensor_meta(node: fx.Node) -> Any:
 def shape_of(node: fx.Node) -> tuple[int, ...] | None:
     tm = tensor_meta(node)
     return tuple(tm.shape) if isinstance(tm, TensorMetadata) else None
+
+
+def expand_index(idx: Any, ndim: int) -> list[Any]:
+    """A tensor index as a list with the Ellipsis spelled out as full slices."""
+    items = list(idx) if isinstance(idx, tuple) else [idx]
+    if Ellipsis in items:
+        e = items.index(Ellipsis)
+        used = sum(1 for i in items if i is not None and i is not Ellipsis)
+        items[e:e + 1] = [slice(None)] * (ndim - used)
+    return items
 
 
 def describe(node: fx.Node) -> str:
@@ -247,7 +257,7 @@ class Propagator:
 
     def _module(self, node: fx.Node, m: nn.Module) -> NodeLabels:
         x = self._lab(node.args[0]) if node.args else None
-        if isinstance(m, _CONV + _CONV_T):
+        if isinstance(m, CONV + CONV_T):
             return self._conv(node, m, x)
         if isinstance(m, nn.Linear):
             return self._linear(node, m, x)
@@ -273,24 +283,24 @@ class Propagator:
         return self._unknown(node, f"opaque module `{node.target}` ({type(m).__name__})")
 
     def _function(self, node: fx.Node) -> NodeLabels:
-        t = key = node.target
+        t = node.target
         args, kwargs = node.args, node.kwargs
         x = self._lab(args[0]) if args else None
-        if key in _LOCAL_FUNCS or key in _LOCAL_METHODS:
+        if t in _LOCAL_FUNCS or t in _LOCAL_METHODS:
             return self._passthrough(node, x)
-        if key in _ELEMENTWISE_FUNCS or key in _ELEMENTWISE_METHODS:
+        if t in _ELEMENTWISE_FUNCS or t in _ELEMENTWISE_METHODS:
             return self._elementwise(node)
-        if key in _SPATIAL_FUNCS:
+        if t in _SPATIAL_FUNCS:
             return self._passthrough(node, x)
-        if key in _SOFTMAX:
+        if t in _SOFTMAX:
             dim = args[1] if len(args) > 1 else kwargs.get("dim")
             return self._softmax(node, x, dim)
         name = t if isinstance(t, str) else getattr(t, "__name__", "")
         if name in _REDUCE and (isinstance(t, str) or getattr(torch, name, None) is t):
             return self._reduce(node, x, name)
-        if key in _CAT:
+        if t in _CAT:
             return self._cat(node)
-        if key in _SPLIT:
+        if t in _SPLIT:
             return self._split(node, x)
         if t in (torch.channel_shuffle, F.channel_shuffle, "channel_shuffle"):
             return self._channel_shuffle(node, x, args[1] if len(args) > 1 else kwargs["groups"])
@@ -298,9 +308,9 @@ class Propagator:
             return self._getitem(node)
         if t in ("view", "reshape", torch.reshape):
             return self._reshape(node)
-        if key in _RESHAPE_FUNCS:
+        if t in _RESHAPE_FUNCS:
             return self._generic(node, t, args, kwargs)
-        if key in _RESHAPE_METHODS:
+        if t in _RESHAPE_METHODS:
             return self._generic(node, lambda s, *a, **k: getattr(s, t)(*a, **k), args, kwargs)
         return self._unknown(node)
 
@@ -325,7 +335,7 @@ class Propagator:
         out = shape_of(node)
         in_ids = self._in_ids(node, x, 1, m.in_channels)
         g = m.groups
-        if isinstance(m, _CONV_T) and g != 1:
+        if isinstance(m, CONV_T) and g != 1:
             self.st.freeze(in_ids, f"grouped transposed conv `{node.target}`")
             out_ids = self.st.new(m.out_channels, node.name, frozen=f"grouped transposed conv `{node.target}`")
         elif g == 1:
@@ -463,13 +473,10 @@ class Propagator:
             return self._unknown(node)
         if x.dim is None:
             return self._generic(node, operator.getitem, node.args, {})
-        items = list(idx) if isinstance(idx, tuple) else [idx]
-        if any(isinstance(i, fx.Node) and self._lab(i) is not None for i in items) or items.count(Ellipsis) > 1:
+        raw = list(idx) if isinstance(idx, tuple) else [idx]
+        if any(isinstance(i, fx.Node) and self._lab(i) is not None for i in raw) or raw.count(Ellipsis) > 1:
             return self._unknown(node, f"tensor indexing at {node.name}")
-        if Ellipsis in items:
-            e = items.index(Ellipsis)
-            used = sum(1 for i in items if i is not None and i is not Ellipsis)
-            items[e:e + 1] = [slice(None)] * (len(x.shape) - used)
+        items = expand_index(idx, len(x.shape))
         dims = [i for i in items if i is not None]
         channel = dims[x.dim] if x.dim < len(dims) else slice(None)
         if channel != slice(None):

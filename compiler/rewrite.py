@@ -17,11 +17,9 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from .errors import LatpruneError
 from .lower import Inputs, propagate_shapes
-from .propagate import _SPLIT, shape_of
+from .propagate import _SPLIT, CONV, CONV_T, expand_index, shape_of
 from .space import PruningSpace
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _PER_CHANNEL = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d,
                 nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.PReLU)
 
@@ -102,7 +100,7 @@ def _slice_module(gm: fx.GraphModule, node: fx.Node, space: PruningSpace, keep: 
             w = _take(w, 1, ik)
             m.in_features = int(ik.sum())
         _set(m, "weight", w)
-    elif isinstance(m, _CONVS + _CONV_T):
+    elif isinstance(m, CONV + CONV_T):
         ik, ok = _masks(node, space, keep, 1, 1)
         _slice_conv(m, ik, ok, node)
     elif isinstance(m, _PER_CHANNEL):
@@ -133,7 +131,7 @@ def _slice_conv(m: nn.Module, ik: np.ndarray | None, ok: np.ndarray | None, node
     if n_in == m.in_channels and n_out == m.out_channels:
         return
     w = m.weight.data
-    if isinstance(m, _CONV_T):
+    if isinstance(m, CONV_T):
         if ok is not None:
             w = _take(w, 1, ok)
         if ik is not None:
@@ -208,11 +206,7 @@ def _patch_op(node: fx.Node, space: PruningSpace, keep: np.ndarray) -> None:
 def _patch_channel_slice(node: fx.Node, k_in: tuple[int, np.ndarray], in_shape: tuple[int, ...]) -> None:
     dim, mask = k_in
     idx = node.args[1]
-    items = list(idx) if isinstance(idx, tuple) else [idx]
-    if Ellipsis in items:
-        e = items.index(Ellipsis)
-        used = sum(1 for i in items if i is not None and i is not Ellipsis)
-        items[e:e + 1] = [slice(None)] * (len(in_shape) - used)
+    items = expand_index(idx, len(in_shape))
     pos = [i for i, it in enumerate(items) if it is not None]
     if dim >= len(pos):
         return

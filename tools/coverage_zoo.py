@@ -41,6 +41,9 @@ def run_one(name: str, onnx: bool) -> dict:
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
+        for pname, p in model.named_parameters():  # ConvNeXt's 1e-6 init would hide its blocks
+            if pname.endswith("layer_scale"):
+                p.uniform_(0.5, 1.5)
     x = torch.randn(1, 3, size, size)
     row.update(input=list(x.shape), params=sum(p.numel() for p in model.parameters()))
     stage = "trace"
