@@ -68,9 +68,9 @@ _SPATIAL_FUNCS = {
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
     F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.interpolate, F.upsample, F.pad,
 }
-_RESHAPE_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
+_RESHAPE_FUNCS = {torch.flatten, torch.permute, torch.transpose, torch.squeeze,
                   torch.unsqueeze, torch.movedim, torch.t, torch.unflatten, torch.stack}
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze",
+_RESHAPE_METHODS = {"flatten", "permute", "transpose", "squeeze", "unsqueeze",
                     "expand", "expand_as", "repeat", "unflatten", "movedim", "view_as",
                     "reshape_as", "t"}
 _REDUCE = {"mean", "sum", "amax", "amin", "std", "var"}
