@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 from .api import keep_mask, prune, rewrite
+from .cost import macs, params
 from .errors import (ArtifactError, BadInputError, InfeasibleBudgetError, LatpruneError,
                      LoweringError, VerificationError, WidthsError)
 from .groups import analyze
 from .importance import IMPORTANCE, register_importance
 from .lower import lower
-from .export import ExportError, export_onnx
+from .export import ExportError, export_onnx, onnx_bytes
 from .masking import invariant_error, masked_reference
 from .serialize import load, save
 from .space import ChannelGroup, Member, PruningSpace, Widths
 
 __all__ = [
-    "lower", "analyze", "prune", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
-    "register_importance", "IMPORTANCE", "export_onnx", "ExportError", "ChannelGroup", "Member", "PruningSpace", "Widths",
+    "lower", "analyze", "prune", "macs", "params", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
+    "register_importance", "IMPORTANCE", "export_onnx", "onnx_bytes", "ExportError", "ChannelGroup", "Member", "PruningSpace", "Widths",
     "LatpruneError", "BadInputError", "LoweringError", "WidthsError", "ArtifactError",
     "InfeasibleBudgetError", "VerificationError",
 ]

@@ -6,6 +6,8 @@ stay opaque call_module nodes; the analysis freezes every channel they touch.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import traceback
 from collections.abc import Iterable, Sequence
@@ -133,11 +135,15 @@ def lower(
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.eval()
     try:
-        propagate_shapes(gm, inputs)
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints tracebacks; we report the cause
+            propagate_shapes(gm, inputs)
     except Exception as exc:
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        lines = [ln for ln in str(root).splitlines() if ln.strip()]
         raise LoweringError(
-            f"the traced model fails on the example inputs (shapes "
-            f"{[tuple(t.shape) for t in inputs]}): {type(exc).__name__}: {exc}. "
-            f"Check the input shape the model expects."
+            f"the model fails on example inputs of shape {[tuple(t.shape) for t in inputs]}: "
+            f"{type(root).__name__}: {lines[0] if lines else ''}. Check the input shape the model expects."
         ) from None
     return gm

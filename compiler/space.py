@@ -122,6 +122,11 @@ class PruningSpace:
         """Uniform width scaling: every prunable group keeps `ratio` of its channels."""
         return {g.id: g.clamp(max(1, round(g.size * ratio))) for g in self.prunable()}
 
+    def random_widths(self, rng: np.random.Generator, low: float = 0.25, high: float = 1.0) -> Widths:
+        """A random Widths: each prunable group keeps a uniform random share in [low, high],
+        on its granularity grid (at least one step)."""
+        return {g.id: g.clamp(max(g.granularity, round(g.size * rng.uniform(low, high)))) for g in self.prunable()}
+
     def resolve(self, widths: Widths | None) -> Widths:
         """Check `widths` and clamp each value to its group's granularity: full Widths out."""
         out = self.full_widths()

@@ -1,0 +1,64 @@
+"""Channel grids and staircase-aware interpolation over them.
+
+Latency is a staircase in channel count: engines pad channels to their SIMD block (ORT's
+NCHWc block is 8 on AVX2, 16 on AVX-512), so a count off the step runs on a slower path,
+often slower than the next step up. A grid therefore holds only counts on the step (plus
+the full size), interpolation runs between on-step points, and a count off the step is
+priced as the next step up times a penalty measured for that block.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def grid_values(least: int, full: int, step: int, quantum: int = 1, points: int = 6) -> list[int]:
+    """Up to `points` on-step counts from `least` to `full`, evenly spread, plus `full`."""
+    q = math.lcm(step, quantum)
+    if least >= full:
+        return [full]
+    first = max(q, -(-least // q) * q)
+    aligned = list(range(first, full + 1, q))
+    if len(aligned) > points:
+        idx = np.unique(np.rint(np.linspace(0, len(aligned) - 1, points)).astype(int))
+        aligned = [aligned[i] for i in idx]
+    return sorted(set(aligned) | {full})
+
+
+def off_step_probe(values: Sequence[int], step: int) -> int | None:
+    """The off-step count measured to price a block's penalty: half a step below a middle
+    on-step grid value (None when the grid has no on-step value above one step)."""
+    on = [v for v in values if v % step == 0 and v >= 2 * step]
+    if not on:
+        return None
+    return on[len(on) // 2] - step // 2
+
+
+def bracket(values: np.ndarray, v: float) -> tuple[int, int, float]:
+    """Indices of the grid values around v and the weight of the upper one (linear;
+    extrapolates below the grid, clamped at zero latency by the caller)."""
+    n = len(values)
+    if n == 1:
+        return 0, 0, 0.0
+    j = int(np.searchsorted(values, v))
+    if j < n and values[j] == v:
+        return j, j, 0.0
+    if j == 0:
+        j = 1
+    if j >= n:
+        raise ValueError(f"{v:g} is above the grid's largest value {values[-1]:g}")
+    lo, hi = values[j - 1], values[j]
+    return j - 1, j, float((v - lo) / (hi - lo))
+
+
+def on_step(v: int, values: np.ndarray, step: int) -> tuple[int, bool]:
+    """The count to look up for v, and whether v is off the step (and so pays the penalty).
+    Counts in the grid are exact; off-step counts above the last step use the full size."""
+    if v in values or v % step == 0:
+        return v, False
+    up = -(-v // step) * step
+    if up > values[-1]:
+        return v, False
+    return up, True

@@ -1,0 +1,79 @@
+"""Predicting a graph's latency from a table: sum of its blocks, then the model's correction.
+
+The blocks are looked up at the channel counts a Widths gives every place (no rewrite),
+so one prediction costs microseconds per block and a search can afford thousands.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+import compiler
+from compiler.space import PruningSpace, Widths
+
+from .blocks import BlockUse, PlaceCounter, extract
+
+if TYPE_CHECKING:
+    from .table import LatencyTable
+
+
+def model_key(uses: list[BlockUse]) -> str:
+    """Identity of a graph for its end-to-end correction: its blocks, in order, and their places."""
+    text = json.dumps([[u.key, u.places, u.fixed] for u in uses], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Predictor:
+    """widths -> predicted ms for one graph under one table."""
+
+    def __init__(self, table: LatencyTable, model: torch.nn.Module | fx.GraphModule, example_inputs: Any,
+                 space: PruningSpace | None = None) -> None:
+        from .table import TableError
+
+        gm = model if isinstance(model, fx.GraphModule) and space is not None else compiler.lower(model, example_inputs)
+        self.space = space if space is not None else compiler.analyze(gm)
+        _, self.uses = extract(gm, self.space)
+        self.counter = PlaceCounter(self.space)
+        self.key = model_key(self.uses)
+        missing = sorted({u.key for u in self.uses if u.key not in table.entries})
+        if missing:
+            raise TableError(f"the latency table has no entry for {len(missing)} block(s) of this model, "
+                             f"e.g. {missing[0][:160]}; profile this model on this target "
+                             "(`latprune profile`, it extends and resumes the table)")
+        compiled = {k: table.entries[k].compile(table.overhead_ms) for k in {u.key for u in self.uses}}
+        self._look = [(compiled[u.key], [self.counter.row[p] if p else None for p in u.places], u.fixed)
+                      for u in self.uses]
+        corr = table.models.get(self.key, {}).get("correction")
+        self.corrected = corr is not None
+        self.coef = np.array(corr["coef"] if corr else [1.0, 0.0, 0.0], dtype=np.float64)
+        self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
+
+    def _values(self, widths: Widths | None) -> list[list[int]]:
+        counts = self.counter.counts(self.counter.vector(self.space.resolve(widths)))
+        return [[int(counts[r]) if r is not None else f for r, f in zip(rows, fixed)] for _, rows, fixed in self._look]
+
+    def blocks_ms(self, widths: Widths | None = None) -> list[float]:
+        """Per-use block latency (ms) at these widths, in graph order."""
+        out = []
+        for (fn, _, _), values in zip(self._look, self._values(widths)):
+            try:
+                out.append(fn(values))
+            except ValueError as exc:
+                from .table import TableError
+                raise TableError(f"channel counts {values} fall outside the table's grid ({exc}); "
+                                 "profile this model to extend it") from None
+        return out
+
+    def features(self, widths: Widths | None = None) -> np.ndarray:
+        """[sum of block ms, weights in MB (fp32), 1]: what the end-to-end correction is fit on.
+        Isolated blocks run with their weights in cache; a whole graph streams them from memory."""
+        mb = sum(u.weights(v) for u, v in zip(self.uses, self._values(widths))) * 4 / 2**20
+        return np.array([float(np.sum(self.blocks_ms(widths))), mb, 1.0])
+
+    def __call__(self, widths: Widths | None = None) -> float:
+        return float(self.features(widths) @ self.coef)

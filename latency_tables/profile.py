@@ -1,0 +1,194 @@
+"""Profiling: time every distinct Block of a model over its channel grid on a target, then
+fit the model's end-to-end correction on a few measured random variants.
+
+Progress is saved after every few points (atomically, merged under a file lock), so an
+interrupted profile resumes where it stopped and two models' profiles share one table.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import compiler
+from compiler.lower import as_inputs
+from targets.base import Target, Timing
+
+from .blocks import Block, extract
+from .grid import grid_values, off_step_probe
+from .predict import Predictor
+from .table import Entry, LatencyTable, TableError, load
+
+BLOCK_TIMING = Timing(warmup=5, min_runs=10, min_seconds=0.2, max_rel_iqr=0.05, max_rounds=3)
+MODEL_TIMING = Timing(warmup=5, min_runs=10, min_seconds=1.0, max_rel_iqr=0.03, max_rounds=3)
+
+
+@dataclass
+class ProfileStats:
+    measured_points: int
+    reused_points: int
+    measured_variants: int
+    seconds: float
+
+
+def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out: str | os.PathLike | None = None,
+            grid_points: int = 6, variants: int = 8, seed: int = 0, name: str | None = None,
+            block_timing: Timing = BLOCK_TIMING, model_timing: Timing = MODEL_TIMING, force: bool = False,
+            progress: bool = True, save_every_s: float = 5.0) -> LatencyTable:
+    """Profile `model` on `target` into a LatencyTable (extending and resuming `out` if it exists)."""
+    t0 = time.perf_counter()
+    fp = target.fingerprint()
+    table = _start(out, fp, target, block_timing, model_timing, force)
+    inputs = as_inputs(example_inputs)
+    gm = compiler.lower(model, inputs)
+    space = compiler.analyze(gm, multiple_of=target.channel_step)
+    blocks, _ = extract(gm, space)
+
+    needed: list[tuple[str, tuple[int, ...]]] = []
+    for key, block in blocks.items():
+        entry = _entry_for(table, key, block, target.channel_step, grid_points)
+        needed += [(key, p) for p in entry.grid_points() + _probes(entry)]
+    todo = [(k, p) for k, p in needed if p not in table.entries[k].points]
+    reused = len(needed) - len(todo)
+
+    last_save = time.monotonic()
+    bar = tqdm(todo, desc=f"profile {name or type(model).__name__} on {target.name}", unit="pt",
+               disable=not progress, dynamic_ncols=True)
+    if hasattr(target, "prepare"):  # e.g. TVM: tune the whole grid in one run
+        target.prepare([blocks[k].module(p) for k, p in todo] + ([_EMPTY] if table.overhead_ms <= 0 else []))
+    if table.overhead_ms <= 0:
+        table.overhead_ms = _overhead(target, block_timing)
+    for key, point in bar:
+        bar.set_postfix_str(key[key.find('"inputs"'):][:40])
+        module, xs = blocks[key].module(point)
+        stats = target.measure(target.build(module, xs), block_timing)
+        table.entries[key].points[point] = [stats.median_ms, stats.p10_ms, stats.p90_ms, stats.runs]
+        if out is not None and time.monotonic() - last_save > save_every_s:
+            table.save(out)
+            last_save = time.monotonic()
+    if out is not None and todo:
+        table.save(out)
+
+    n_var = _correct(table, model, inputs, gm, space, target, variants, seed, model_timing, name, progress)
+    if out is not None:
+        table.save(out)
+        table = load(out)
+    table.last_profile = ProfileStats(len(todo), reused, n_var, time.perf_counter() - t0)
+    return table
+
+
+def _start(out: str | os.PathLike | None, fp: dict[str, Any], target: Target, block_timing: Timing,
+           model_timing: Timing, force: bool) -> LatencyTable:
+    timing = {"blocks": block_timing.to_dict(), "model": model_timing.to_dict(),
+              "statistic": "median of per-call wall time, ms; overhead of an empty run subtracted per block"}
+    if out is not None and Path(out).exists():
+        table = load(out)
+        table.check_target(fp, force)
+        if force:
+            table.fingerprint = fp
+        return table
+    return LatencyTable(fp, timing, target.channel_step)
+
+
+def _entry_for(table: LatencyTable, key: str, block: Block, step: int, points: int) -> Entry:
+    grid = [sorted(set(grid_values(lo, hi, step, q, points)) | ex)
+            for lo, hi, q, ex in zip(block.least, block.full, block.quantum, block.exact)]
+    entry = table.entries.get(key)
+    if entry is None:
+        entry = table.entries[key] = Entry(block.vars, grid, step)
+    elif any(g[-1] > e[-1] or g[0] < e[0] for g, e in zip(grid, entry.grid)):
+        entry.grid = [sorted(set(a) | set(b)) for a, b in zip(entry.grid, grid)]  # a wider range is needed
+    return entry
+
+
+def _probes(entry: Entry) -> list[tuple[int, ...]]:
+    """Off-step points, one per var, at the middle of the other vars' grids."""
+    mid = [g[len(g) // 2] for g in entry.grid]
+    out = []
+    for i, g in enumerate(entry.grid):
+        v = off_step_probe(g, entry.step)
+        if v is not None and len(g) > 1:
+            p = list(mid)
+            p[i] = v
+            out.append(tuple(p))
+    return out
+
+
+_EMPTY = (torch.nn.ReLU(), (torch.zeros(1, 8),))
+
+
+def _overhead(target: Target, timing: Timing) -> float:
+    """The cost of one engine call that does (almost) nothing: subtracted from every block,
+    which an isolated timing includes once but a whole graph does not pay per block."""
+    stats = target.measure(target.build(*_EMPTY), timing)
+    return stats.median_ms
+
+
+def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], gm: Any,
+             space: Any, target: Target, variants: int, seed: int, timing: Timing, name: str | None,
+             progress: bool) -> int:
+    """Fit measured = scale * sum(blocks) + offset on the full model and random variants."""
+    pred = Predictor(table, gm, inputs, space=space)
+    record = table.models.setdefault(pred.key, {"name": name or type(model).__name__,
+                                                "inputs": [list(t.shape) for t in inputs], "variants": []})
+    rng = np.random.default_rng(seed)
+    have = len(record["variants"])
+    plans = [space.full_widths()] + [space.random_widths(rng, 0.25, 1.0) for _ in range(variants)]
+    smalls = {i: compiler.rewrite(gm, space, w, "l1", inputs) for i, w in enumerate(plans) if i >= have}
+    if smalls and hasattr(target, "prepare"):
+        target.prepare([(m, inputs) for m in smalls.values()])
+    for i, widths in tqdm(list(enumerate(plans))[have:], desc="end-to-end variants", disable=not progress,
+                          dynamic_ncols=True):
+        small = smalls[i]
+        stats = target.measure(target.build(small, inputs), timing)
+        record["variants"].append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict()})
+    x = np.array([v["features"] for v in record["variants"]])
+    y = np.array([v["measured"]["median_ms"] for v in record["variants"]])
+    coef, form, loo = fit_correction(x, y)
+    record["correction"] = {"form": form, "coef": [round(float(c), 8) for c in coef]}
+    record["fit_error_pct"] = {"loo_median_abs": round(float(np.median(loo)), 3),
+                               "loo_max_abs": round(float(np.max(loo)), 3)}
+    return len(plans) - have
+
+
+_FORMS = {"scale": [0], "scale+offset": [0, 2], "scale+weights+offset": [0, 1, 2]}
+
+
+def fit_correction(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
+    """measured ~ x @ coef over the features [block sum, weight MB, 1]. Each form with enough
+    variants is scored by leave-one-out relative error; the best is kept with its errors."""
+    best: tuple[float, np.ndarray, str, np.ndarray] | None = None
+    for form, cols in _FORMS.items():
+        if len(y) < len(cols) + 2 and form != "scale":
+            continue
+        loo = np.array([_rel_err(x, y, cols, i) for i in range(len(y))]) if len(y) > 1 else \
+            np.abs(_solve(x, y, cols) @ x.T - y) / y * 100
+        score = float(np.median(loo))
+        if best is None or score < best[0] - 0.2:  # a bigger form must earn its parameters
+            best = (score, _solve(x, y, cols), form, loo)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def _solve(x: np.ndarray, y: np.ndarray, cols: list[int]) -> np.ndarray:
+    """Least squares in relative error (each variant weighs the same, small or large)."""
+    w = 1.0 / y
+    sol, *_ = np.linalg.lstsq(x[:, cols] * w[:, None], y * w, rcond=None)
+    coef = np.zeros(3)
+    coef[cols] = sol
+    return coef
+
+
+def _rel_err(x: np.ndarray, y: np.ndarray, cols: list[int], i: int) -> float:
+    keep = np.arange(len(y)) != i
+    coef = _solve(x[keep], y[keep], cols)
+    return float(abs(x[i] @ coef - y[i]) / y[i] * 100)
+
+
+__all__ = ["profile", "fit_correction", "TableError"]

@@ -1,0 +1,244 @@
+"""LatencyTable: per-block latency over a channel grid for one target fingerprint.
+
+The file is versioned JSON: schema and version, the target fingerprint, how latency was
+timed, per-block grids with per-point stats (median, p10, p90, runs), and per-model
+end-to-end corrections with their fit error. A sha256 over the content catches corrupt
+and hand-edited files; loading never guesses.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+from compiler.atomic import atomic_write_text
+from compiler.errors import BadInputError
+from compiler.space import Widths
+
+from .grid import bracket, on_step
+
+SCHEMA = "latprune.latency-table"
+VERSION = 1
+
+
+class TableError(BadInputError):
+    """A latency table is unreadable, foreign, incomplete, or for another target."""
+
+
+@dataclass
+class Entry:
+    """One block's measurements: a full grid product, plus off-step probes."""
+
+    vars: tuple[str, ...]
+    grid: list[list[int]]
+    step: int
+    points: dict[tuple[int, ...], list[float]] = field(default_factory=dict)  # -> [median, p10, p90, runs]
+
+    def grid_points(self) -> list[tuple[int, ...]]:
+        return [tuple(int(v) for v in p) for p in np.array(np.meshgrid(*self.grid, indexing="ij")).reshape(len(self.grid), -1).T]
+
+    def missing(self) -> list[tuple[int, ...]]:
+        return [p for p in self.grid_points() if p not in self.points]
+
+    def compile(self, overhead_ms: float) -> _Compiled:
+        if self.missing():
+            raise TableError(f"block entry is incomplete ({len(self.missing())} grid points missing); "
+                             "resume its profile to finish it")
+        return _Compiled(self, overhead_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vars": list(self.vars), "grid": self.grid, "step": self.step,
+                "points": [[*k, *v] for k, v in sorted(self.points.items())]}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Entry:
+        n = len(d["vars"])
+        if len(d["grid"]) != n or any(not g or sorted(g) != g for g in d["grid"]):
+            raise ValueError("grid does not match vars or is not sorted")
+        points = {}
+        for row in d["points"]:
+            if len(row) != n + 4 or not all(np.isfinite(row)) or min(row[n:n + 3]) < 0 or row[n + 3] < 1:
+                raise ValueError(f"bad point {row!r}")
+            points[tuple(int(v) for v in row[:n])] = [float(x) for x in row[n:n + 3]] + [int(row[n + 3])]
+        return Entry(tuple(d["vars"]), [[int(v) for v in g] for g in d["grid"]], int(d["step"]), points)
+
+
+class _Compiled:
+    """An entry as arrays, ready for fast lookups."""
+
+    def __init__(self, e: Entry, overhead_ms: float) -> None:
+        self.grid = [np.asarray(g, dtype=np.float64) for g in e.grid]
+        self.step = e.step
+        self.ms = np.zeros([len(g) for g in e.grid])
+        for idx in np.ndindex(*self.ms.shape):
+            key = tuple(e.grid[i][j] for i, j in enumerate(idx))
+            self.ms[idx] = max(e.points[key][0] - overhead_ms, 0.0)
+        self.penalty = [self._penalty(e, i, overhead_ms) for i in range(len(e.grid))]
+
+    def _penalty(self, e: Entry, i: int, overhead_ms: float) -> float:
+        """Measured off-step latency over the on-step latency just above it (>= 1 only if
+        the hardware really pays; a penalty below 1 is kept as measured)."""
+        ratios = []
+        for key, stats in e.points.items():
+            if key[i] % e.step and key[i] not in e.grid[i] and all(
+                    key[j] in e.grid[j] for j in range(len(key)) if j != i):
+                up = list(key)
+                up[i] = -(-key[i] // e.step) * e.step
+                base = self._at(tuple(up))
+                if base > 0:
+                    ratios.append(max(stats[0] - overhead_ms, 0.0) / base)
+        return float(np.median(ratios)) if ratios else 1.0
+
+    def _at(self, values: Sequence[float]) -> float:
+        corners = [bracket(g, v) for g, v in zip(self.grid, values)]
+        total = 0.0
+        for pick in np.ndindex(*([2] * len(corners))):
+            w, idx = 1.0, []
+            for (lo, hi, t), p in zip(corners, pick):
+                w *= t if p else 1.0 - t
+                idx.append(hi if p else lo)
+            if w:
+                total += w * self.ms[tuple(idx)]
+        return max(total, 0.0)
+
+    def __call__(self, values: Sequence[int]) -> float:
+        looked, pen = [], 1.0
+        for i, (g, v) in enumerate(zip(self.grid, values)):
+            u, off = on_step(int(v), g, self.step)
+            looked.append(u)
+            if off:
+                pen *= self.penalty[i]
+        return self._at(looked) * pen
+
+
+@dataclass
+class LatencyTable:
+    """Block latencies for one target fingerprint, plus per-model end-to-end corrections."""
+
+    fingerprint: dict[str, Any]
+    timing: dict[str, Any]
+    step: int
+    overhead_ms: float = 0.0
+    entries: dict[str, Entry] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_profile: Any = field(default=None, compare=False, repr=False)  # ProfileStats of the run that made it
+
+    # ---- files -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        body = {"schema": SCHEMA, "version": VERSION, "fingerprint": self.fingerprint,
+                "timing": self.timing, "step": self.step, "overhead_ms": self.overhead_ms,
+                "entries": {k: e.to_dict() for k, e in sorted(self.entries.items())},
+                "models": dict(sorted(self.models.items()))}
+        body["sha256"] = _digest(body)
+        return body
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically; under a file lock, merging with what another writer saved."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                try:
+                    on_disk = load(path)
+                except TableError:
+                    on_disk = None  # ours replaces a corrupt file only if we own its fingerprint
+                if on_disk is not None and on_disk.fingerprint == self.fingerprint:
+                    self.merge(on_disk)
+            atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
+
+    def merge(self, other: LatencyTable) -> LatencyTable:
+        """Add another table's measurements (same fingerprint only); ours win on overlap."""
+        diff = fingerprint_mismatch(self.fingerprint, other.fingerprint)
+        if diff:
+            raise TableError("cannot merge tables measured on different targets: " + "; ".join(diff))
+        for k, e in other.entries.items():
+            mine = self.entries.get(k)
+            if mine is None:
+                self.entries[k] = Entry(e.vars, [list(g) for g in e.grid], e.step, dict(e.points))
+                continue
+            mine.grid = [sorted(set(a) | set(b)) for a, b in zip(mine.grid, e.grid)]
+            for p, s in e.points.items():
+                mine.points.setdefault(p, s)
+        for k, m in other.models.items():
+            self.models.setdefault(k, m)
+        return self
+
+    # ---- checks ------------------------------------------------------------------------
+    def check_target(self, fingerprint: dict[str, Any], force: bool = False) -> None:
+        """Refuse to predict for a target this table was not measured on (unless forced)."""
+        diff = fingerprint_mismatch(fingerprint, self.fingerprint)
+        if diff and not force:
+            raise TableError("latency table was measured on a different target: " + "; ".join(diff)
+                             + ". Profile this target (`latprune profile`), or force=True / --force "
+                               "to use it anyway")
+
+    def summary(self) -> dict[str, Any]:
+        n_points = sum(len(e.points) for e in self.entries.values())
+        complete = sum(1 for e in self.entries.values() if not e.missing())
+        fits = {k: {"name": m.get("name"), "variants": len(m.get("variants", [])),
+                    **m.get("correction", {}), **m.get("fit_error_pct", {})} for k, m in self.models.items()}
+        return {"fingerprint": self.fingerprint, "timing": self.timing, "step": self.step,
+                "overhead_ms": self.overhead_ms, "entries": len(self.entries),
+                "complete_entries": complete, "points": n_points,
+                "grids": {k: e.grid for k, e in self.entries.items()}, "models": fits}
+
+    # ---- prediction --------------------------------------------------------------------
+    def predictor(self, model: torch.nn.Module, example_inputs: Any,
+                  fingerprint: dict[str, Any] | None = None, force: bool = False) -> Predictor:
+        """A fast widths -> ms function for one model (lowered and analysed once)."""
+        from .predict import Predictor
+
+        if fingerprint is not None:
+            self.check_target(fingerprint, force)
+        return Predictor(self, model, example_inputs)
+
+    def predict(self, model: torch.nn.Module, example_inputs: Any, widths: Widths | None = None) -> float:
+        """Predicted end-to-end latency in ms of `model` pruned to `widths`."""
+        return self.predictor(model, example_inputs)(widths)
+
+
+def fingerprint_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
+    return [f"{k}: table has {have.get(k)!r}, target has {want.get(k)!r}"
+            for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+
+
+def _digest(body: dict[str, Any]) -> str:
+    text = json.dumps({k: v for k, v in body.items() if k != "sha256"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load(path: str | os.PathLike) -> LatencyTable:
+    """Read and fully validate a table file; any defect is a TableError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TableError(f"cannot read latency table {path}: {exc.strerror}") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TableError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); the file is corrupt: "
+                         "delete it and profile again") from None
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise TableError(f"{path} is not a latprune latency table (schema "
+                         f"{d.get('schema') if isinstance(d, dict) else None!r}, expected {SCHEMA!r})")
+    if d.get("version") != VERSION:
+        raise TableError(f"{path} has table version {d.get('version')!r}; this latprune reads version "
+                         f"{VERSION}: profile again with this version")
+    if d.get("sha256") != _digest(d):
+        raise TableError(f"{path} fails its checksum: it was edited by hand or damaged. Tables are "
+                         "measurements; re-profile rather than edit them")
+    try:
+        entries = {k: Entry.from_dict(e) for k, e in d["entries"].items()}
+        return LatencyTable(dict(d["fingerprint"]), dict(d["timing"]), int(d["step"]), float(d["overhead_ms"]),
+                            entries, dict(d["models"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TableError(f"{path} is malformed ({type(exc).__name__}: {exc}); profile again") from None

@@ -1,0 +1,38 @@
+"""Backends that build a model into an engine and time it on a device (design.md: Target).
+
+`targets.get(name, **options)` is the one entry point; backends import their libraries
+only when asked for, so a missing TVM or TensorRT never breaks the others.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, time_calls
+
+_REGISTRY = {
+    "onnxruntime-cpu": ("targets.onnxruntime_cpu", "OnnxRuntimeCPU"),
+    "tvm-llvm": ("targets.tvm_llvm", "TvmLlvm"),
+    "tvm-aarch64": ("targets.tvm_aarch64", "TvmAarch64"),
+    "tensorrt": ("targets.tensorrt", "TensorRT"),
+}
+NAMES = tuple(_REGISTRY)
+
+
+def get(name: str, **options: Any) -> Target:
+    """The target called `name`, configured by `options` (threads, trials, rpc, ...)."""
+    if name not in _REGISTRY:
+        raise TargetError(f"unknown target {name!r}; choose one of {', '.join(NAMES)}")
+    module, cls = _REGISTRY[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise TargetUnavailable(f"target {name!r} needs a library that is not installed: {exc}") from None
+    try:
+        return getattr(mod, cls)(**options)
+    except TypeError as exc:
+        raise TargetError(f"bad options for target {name!r}: {exc}") from None
+
+
+__all__ = ["get", "NAMES", "Target", "Artifact", "LatencyStats", "Timing", "TargetError",
+           "TargetUnavailable", "time_calls"]

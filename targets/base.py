@@ -1,0 +1,166 @@
+"""What every backend shares: the Target protocol, its artifacts and how latency is timed.
+
+Timing follows design.md: warm up, run until both a minimum count and a minimum time are
+reached, report the median with p10/p90 and IQR, and time again (up to `max_rounds`) when
+the IQR is wide, keeping the tightest round. How it was timed travels with the numbers.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compiler.errors import BadInputError, LatpruneError
+
+
+class TargetError(LatpruneError):
+    """A backend could not build or run a model (missing toolchain, failed build)."""
+
+
+class TargetUnavailable(TargetError):
+    """The backend's libraries or hardware are not present on this machine."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a latency is measured; recorded in every latency table."""
+
+    warmup: int = 10
+    min_runs: int = 40
+    min_seconds: float = 0.25
+    max_rel_iqr: float = 0.05
+    max_rounds: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """A latency measurement: median and spread in milliseconds, over `runs` timed calls."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    runs: int
+    rounds: int = 1
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    @staticmethod
+    def from_samples(samples_ms: Sequence[float], rounds: int = 1) -> LatencyStats:
+        a = np.asarray(samples_ms, dtype=np.float64)
+        q10, q25, q50, q75, q90 = np.percentile(a, [10, 25, 50, 75, 90])
+        return LatencyStats(float(q50), float(q10), float(q90), float(q75 - q25), int(a.size), rounds)
+
+
+def time_calls(call: Callable[[], Any], timing: Timing = Timing(),
+               clock: Callable[[], float] = time.perf_counter) -> LatencyStats:
+    """Time `call` (a blocking run of the engine) and return its LatencyStats."""
+    for _ in range(timing.warmup):
+        call()
+    best: LatencyStats | None = None
+    for r in range(1, timing.max_rounds + 1):
+        samples: list[float] = []
+        start = clock()
+        while len(samples) < timing.min_runs or clock() - start < timing.min_seconds:
+            t0 = clock()
+            call()
+            samples.append((clock() - t0) * 1e3)
+        stats = LatencyStats.from_samples(samples)
+        if best is None or stats.rel_iqr < best.rel_iqr:
+            best = stats
+        if best.rel_iqr <= timing.max_rel_iqr:
+            break
+    assert best is not None
+    return dataclasses.replace(best, rounds=r)
+
+
+@dataclass
+class Artifact:
+    """A model built for one target: the loaded engine, its inputs, and its files if saved."""
+
+    target: str
+    handle: Any
+    inputs: tuple[np.ndarray, ...]
+    files: dict[str, Path] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_name() -> str:
+    """The CPU model as the OS reports it: the device part of a CPU fingerprint."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_simd() -> str:
+    """The widest x86 vector ISA, which sets ORT's NCHWc channel block (avx512: 16, avx2: 8)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return platform.machine()
+    for isa in ("avx512f", "avx2", "avx", "neon", "asimd"):
+        if isa in flags:
+            return isa
+    return platform.machine()
+
+
+def as_numpy(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[np.ndarray, ...]:
+    from compiler.lower import as_inputs
+
+    return tuple(t.detach().cpu().contiguous().numpy() for t in as_inputs(example_inputs))
+
+
+def check_threads(threads: int) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise BadInputError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+class Target(abc.ABC):
+    """A backend that builds a model into an engine and times it on its device."""
+
+    name: str = ""
+    channel_step: int = 8  # channel counts that keep the engine on its fast path
+
+    @abc.abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything a latency depends on besides the model: device, threads, versions, precision."""
+
+    @abc.abstractmethod
+    def build(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
+              out_dir: str | Path | None = None) -> Artifact:
+        """Compile `model` for this target; with `out_dir`, also write its engine files there."""
+
+    @abc.abstractmethod
+    def run(self, artifact: Artifact, inputs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Run the engine once (on the example inputs by default) and return its outputs."""
+
+    def measure(self, artifact: Artifact, timing: Timing = Timing()) -> LatencyStats:
+        """Time the engine on its example inputs."""
+        return time_calls(lambda: self.run(artifact), timing)
+
+    def close(self) -> None:
+        """Release remote sessions or devices; local targets hold nothing."""
+
+    def __repr__(self) -> str:
+        return f"<Target {self.name} {self.fingerprint()}>"

@@ -1,0 +1,146 @@
+"""Latency tables without a device: grids, staircase interpolation, file integrity, refusal."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import latency_tables
+from latency_tables.grid import bracket, grid_values, off_step_probe, on_step
+from latency_tables.profile import fit_correction
+from latency_tables.table import Entry, LatencyTable, TableError
+
+FP = {"target": "onnxruntime-cpu", "device": "cpu-x", "threads": 1, "onnxruntime": "1.0", "precision": "fp32"}
+
+
+def staircase(c: int, step: int = 16) -> float:
+    """Latency that pays for whole SIMD blocks, plus 20% for a count off the step."""
+    return float(-(-c // step)) * (1.0 if c % step == 0 else 1.2)
+
+
+def entry_from(fn, grid: list[int], step: int = 16, probes: tuple[int, ...] = ()) -> Entry:
+    e = Entry(("c",), [grid], step)
+    for v in list(grid) + list(probes):
+        e.points[(v,)] = [fn(v), fn(v), fn(v), 10]
+    return e
+
+
+def test_grid_values_are_on_step_and_include_full() -> None:
+    g = grid_values(16, 100, 16, points=4)
+    assert g[-1] == 100 and all(v % 16 == 0 for v in g[:-1]) and len(g) <= 5
+    assert grid_values(3, 3, 16) == [3]  # a frozen dim has one value
+    assert all(v % 48 == 0 for v in grid_values(1, 960, 16, quantum=3)[:-1])  # grouped conv quantum
+    assert off_step_probe([16, 64, 128], 16) == 128 - 8  # half a step below a middle on-step value
+    assert off_step_probe([3], 16) is None
+
+
+def test_bracket_and_on_step() -> None:
+    vals = np.array([16.0, 32.0, 64.0])
+    assert bracket(vals, 32) == (1, 1, 0.0)
+    lo, hi, t = bracket(vals, 48)
+    assert (lo, hi) == (1, 2) and t == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        bracket(vals, 80)
+    assert on_step(40, vals, 16) == (48, True)
+    assert on_step(48, vals, 16) == (48, False)
+    assert on_step(63, np.array([16.0, 63.0]), 16) == (63, False)  # a measured full size is exact
+
+
+def test_interpolation_keeps_the_staircase() -> None:
+    e = entry_from(staircase, [16, 32, 64, 128], probes=(56,))
+    c = e.compile(overhead_ms=0.0)
+    for v in (16, 32, 64, 128):
+        assert c([v]) == pytest.approx(staircase(v))  # exact on the grid
+    assert c([96]) == pytest.approx(staircase(96))  # linear between on-step points: exact here
+    assert c.penalty[0] == pytest.approx(1.2)  # measured at the off-step probe
+    for v in (40, 71, 100, 127):
+        assert c([v]) == pytest.approx(staircase(v), rel=1e-6), v  # next step up x penalty
+    assert c([127]) > c([128])  # an off-step count can be slower than the next step: not smoothed away
+
+
+def test_overhead_is_subtracted_and_clamped() -> None:
+    e = entry_from(lambda v: 0.01 + v / 1000, [16, 32])
+    c = e.compile(overhead_ms=0.01)
+    assert c([32]) == pytest.approx(0.032)
+    assert e.compile(overhead_ms=1.0)([16]) == 0.0
+
+
+def test_incomplete_entry_is_refused() -> None:
+    e = entry_from(staircase, [16, 32])
+    e.grid = [[16, 32, 64]]
+    with pytest.raises(TableError, match="incomplete"):
+        e.compile(0.0)
+
+
+def table() -> LatencyTable:
+    t = LatencyTable(dict(FP), {"blocks": {}}, 16, 0.001)
+    t.entries["k1"] = entry_from(staircase, [16, 32, 64])
+    return t
+
+
+def test_save_load_roundtrip(tmp_path) -> None:
+    p = tmp_path / "t.json"
+    table().save(p)
+    back = latency_tables.load(p)
+    assert back.entries["k1"].points == table().entries["k1"].points
+    assert back.fingerprint == FP and back.overhead_ms == 0.001
+    assert not list(tmp_path.glob(".t.json.*"))  # no temporary left behind
+
+
+def test_hand_edit_corruption_and_foreign_files_are_refused(tmp_path) -> None:
+    p = tmp_path / "t.json"
+    table().save(p)
+    d = json.loads(p.read_text())
+    d["entries"]["k1"]["points"][0][1] = 0.0001  # a "better" number typed in by hand
+    p.write_text(json.dumps(d))
+    with pytest.raises(TableError, match="checksum"):
+        latency_tables.load(p)
+    p.write_text(p.read_text()[:-40])
+    with pytest.raises(TableError, match="not valid JSON"):
+        latency_tables.load(p)
+    p.write_text(json.dumps({"schema": "something.else", "version": 1}))
+    with pytest.raises(TableError, match="not a latprune latency table"):
+        latency_tables.load(p)
+    d = table().to_dict()
+    d["version"] = 99
+    p.write_text(json.dumps(d))
+    with pytest.raises(TableError, match="version 99"):
+        latency_tables.load(p)
+    with pytest.raises(TableError, match="cannot read"):
+        latency_tables.load(tmp_path / "missing.json")
+
+
+def test_fingerprint_refusal_names_the_field() -> None:
+    t = table()
+    other = dict(FP, threads=4)
+    with pytest.raises(TableError, match=r"threads: table has 1, target has 4"):
+        t.check_target(other)
+    t.check_target(other, force=True)  # forced: allowed
+    t.check_target(dict(FP))
+
+
+def test_tables_of_one_fingerprint_merge_and_others_do_not(tmp_path) -> None:
+    p = tmp_path / "t.json"
+    table().save(p)
+    t2 = LatencyTable(dict(FP), {"blocks": {}}, 16, 0.001)
+    t2.entries["k2"] = entry_from(lambda v: v / 10, [16, 48])
+    t2.save(p)  # merges with what is on disk
+    assert set(latency_tables.load(p).entries) == {"k1", "k2"}
+    t3 = LatencyTable(dict(FP, device="cpu-y"), {}, 16)
+    with pytest.raises(TableError, match="device"):
+        t3.merge(latency_tables.load(p))
+
+
+def test_fit_correction_recovers_a_linear_relation_and_reports_loo_error() -> None:
+    rng = np.random.default_rng(0)
+    s = rng.uniform(1, 10, 9)
+    w = rng.uniform(0, 5, 9)
+    x = np.stack([s, w, np.ones_like(s)], 1)
+    y = 0.9 * s + 0.3 * w + 0.5
+    coef, form, loo = fit_correction(x, y)
+    assert form == "scale+weights+offset"
+    assert coef == pytest.approx([0.9, 0.3, 0.5], rel=1e-6)
+    assert float(np.max(loo)) < 1e-6
+    coef, form, _ = fit_correction(x[:, :], 1.1 * s)
+    assert form == "scale" and coef[0] == pytest.approx(1.1)

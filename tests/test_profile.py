@@ -1,0 +1,117 @@
+"""Profiling on the real embedded target (ONNX Runtime), prediction, and the block view of a graph."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import compiler
+import latency_tables
+import targets
+from cli_models import tiny
+from latency_tables.blocks import PlaceCounter, extract
+from latency_tables.table import TableError
+from targets.base import Timing
+
+QUICK_BLOCK = Timing(warmup=3, min_runs=10, min_seconds=0.05, max_rounds=2)
+QUICK_MODEL = Timing(warmup=3, min_runs=20, min_seconds=0.2, max_rounds=2)
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    x = torch.randn(1, 3, 16, 16)
+    tgt = targets.get("onnxruntime-cpu", threads=1)
+    path = tmp_path_factory.mktemp("tables") / "ort.json"
+    table = latency_tables.profile(tiny(), x, tgt, out=path, grid_points=3, variants=4, progress=False,
+                                   block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
+    return table, path, x, tgt
+
+
+def test_profile_measures_every_block_and_fits_a_correction(profiled) -> None:
+    table, path, x, tgt = profiled
+    assert table.last_profile.measured_points > 0
+    assert all(not e.missing() for e in table.entries.values())
+    assert len(table.entries) >= 3  # two conv blocks (conv+BN+ReLU fused), pool, linear
+    model = next(iter(table.models.values()))
+    assert len(model["variants"]) == 5 and model["correction"]["form"] in ("scale", "scale+offset",
+                                                                          "scale+weights+offset")
+    assert latency_tables.load(path).summary()["points"] == table.summary()["points"]
+
+
+def test_prediction_of_the_unpruned_model_is_close_to_its_measurement(profiled) -> None:
+    table, _, x, tgt = profiled
+    model = tiny()
+    measured = tgt.measure(tgt.build(model, x), QUICK_MODEL).median_ms
+    predicted = table.predict(model, x)
+    assert abs(predicted - measured) / measured < 0.3, (predicted, measured)
+    space = compiler.analyze(compiler.lower(model, x))
+    assert table.predict(model, x, space.uniform_widths(0.25)) < predicted  # fewer channels, less time
+
+
+def test_resumed_profile_reuses_every_point(profiled) -> None:
+    table, path, x, tgt = profiled
+    again = latency_tables.profile(tiny(), x, tgt, out=path, grid_points=3, variants=4, progress=False,
+                                   block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
+    assert again.last_profile.measured_points == 0 and again.last_profile.measured_variants == 0
+    assert again.last_profile.reused_points == table.summary()["points"]
+
+
+def test_table_refuses_another_target_and_unknown_blocks(profiled) -> None:
+    table, _, x, tgt = profiled
+    with pytest.raises(TableError, match="threads: table has 1, target has 2"):
+        table.predictor(tiny(), x, fingerprint=targets.get("onnxruntime-cpu", threads=2).fingerprint())
+    with pytest.raises(TableError, match="no entry"):
+        table.predict(tiny(), torch.randn(1, 3, 24, 24))  # other spatial size: other blocks
+    with pytest.raises(TableError, match="profile"):
+        latency_tables.profile(tiny(), x, targets.get("onnxruntime-cpu", threads=2), out=profiled[1],
+                               progress=False)
+
+
+def test_blocks_fuse_conv_bn_activation() -> None:
+    x = torch.randn(1, 3, 16, 16)
+    gm = compiler.lower(tiny(), x)
+    blocks, uses = extract(gm, compiler.analyze(gm))
+    kinds = sorted(json.loads(k)["kind"] for k in blocks)
+    assert kinds.count("conv") == 1 and "linear" in kinds  # both convs are one block type...
+    conv = next(k for k in blocks if '"conv"' in k)
+    assert "BatchNorm2d" in conv and "ReLU" in conv
+    assert [u.fixed for u in uses if u.key == conv] == [(3, 32), (32, 32)]  # ...used at two sizes
+    assert 3 in blocks[conv].exact[0]  # the unprunable input's 3 channels are measured exactly
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121", "shufflenet_v2_x1_0"])
+def test_place_counts_equal_the_rewritten_shapes(name) -> None:
+    """What prediction assumes about channel counts is what the rewrite produces."""
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    gm = compiler.lower(model, x)
+    space = compiler.analyze(gm, multiple_of=8)
+    counter = PlaceCounter(space)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        widths = space.resolve(space.random_widths(rng))
+        counts = counter.counts(counter.vector(widths))
+        pruned = compiler.rewrite(gm, space, widths, "l1", x)
+        shapes = {n.name: n.meta["tensor_meta"].shape for n in pruned.graph.nodes
+                  if isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
+        checked = 0
+        for place, row in counter.row.items():
+            if place in shapes:
+                assert shapes[place][space.places[place].dim] == counts[row], place
+                checked += 1
+        assert checked > 20
+
+
+def test_exported_program_raises_back_to_modules(tmp_path) -> None:
+    from compiler.modelspec import load_model
+
+    model, x = torchvision.models.resnet18(weights=None).eval(), torch.randn(1, 3, 32, 32)
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "r18.pt2")
+    raised = load_model(str(tmp_path / "r18.pt2"))
+    with torch.no_grad():
+        torch.testing.assert_close(raised(x), model(x))
+    assert compiler.analyze(compiler.lower(raised, x)).summary() == \
+        compiler.analyze(compiler.lower(model, x)).summary()

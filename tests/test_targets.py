@@ -1,0 +1,153 @@
+"""Targets for real: ONNX Runtime sessions, TVM builds, a TVM RPC server and tracker on
+127.0.0.1, an aarch64 cross-compiled library, and TensorRT where a GPU allows."""
+from __future__ import annotations
+
+import shutil
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import compiler
+import targets
+from helpers import randomize_norms
+from targets.base import Timing
+
+QUICK = Timing(warmup=2, min_runs=5, min_seconds=0.02, max_rounds=1)
+
+
+def small_net() -> nn.Module:
+    return randomize_norms(nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                         nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU6(),
+                                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)))
+
+
+def reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def test_onnxruntime_build_run_measure(tmp_path) -> None:
+    model, x = small_net(), torch.randn(2, 3, 16, 16)
+    tgt = targets.get("onnxruntime-cpu", threads=1)
+    art = tgt.build(model, x, out_dir=tmp_path)
+    np.testing.assert_allclose(tgt.run(art)[0], reference(model, x), rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "model.onnx").stat().st_size > 0 and (tmp_path / "model.ort.onnx").stat().st_size > 0
+    stats = tgt.measure(art, QUICK)
+    assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms and stats.runs >= 5
+    fp = tgt.fingerprint()
+    assert fp["threads"] == 1 and fp["onnxruntime"] and fp["device"] and fp["precision"] == "fp32"
+    assert tgt.channel_step in (8, 16)
+
+
+def test_target_errors_are_clear() -> None:
+    with pytest.raises(targets.TargetError, match="unknown target 'cuda'"):
+        targets.get("cuda")
+    with pytest.raises(compiler.BadInputError, match="threads"):
+        targets.get("onnxruntime-cpu", threads=0)
+    with pytest.raises(targets.TargetError, match="bad options"):
+        targets.get("onnxruntime-cpu", bogus=1)
+
+
+def test_timing_re_measures_when_noisy() -> None:
+    """A call whose duration swings widely gets more rounds (up to max_rounds); a steady one does not."""
+    import itertools
+
+    def timed(durations_ms: list[float]) -> targets.LatencyStats:
+        now = [0.0]
+        steps = itertools.cycle(durations_ms)
+
+        def call() -> None:
+            now[0] += next(steps) / 1e3
+        return targets.time_calls(call, Timing(warmup=0, min_runs=8, min_seconds=0, max_rel_iqr=0.05,
+                                               max_rounds=3), clock=lambda: now[0])
+
+    noisy = timed([1.0, 10.0, 1.0, 4.0])
+    assert noisy.rounds == 3 and noisy.runs == 8 and noisy.p90_ms > 2 * noisy.p10_ms
+    steady = timed([2.0])
+    assert steady.rounds == 1 and steady.median_ms == pytest.approx(2.0)
+
+
+tvm = pytest.importorskip("tvm", reason="TVM is part of the test extras; install with pip install -e '.[test]'")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ports() -> dict[str, int]:
+    p = free_port()
+    return {"port": p, "port_end": p + 50}
+
+
+def test_tvm_llvm_untuned_build_matches_torch(tmp_path) -> None:
+    model, x = small_net(), torch.randn(1, 3, 16, 16)
+    tgt = targets.get("tvm-llvm", threads=1, trials=0, work_dir=tmp_path / "db")
+    art = tgt.build(model, x, out_dir=tmp_path / "out")
+    np.testing.assert_allclose(tgt.run(art)[0], reference(model, x), rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "out" / "model.so").read_bytes()[:4] == b"\x7fELF"
+    assert tgt.measure(art, QUICK).median_ms > 0
+    assert tgt.fingerprint()["mcpu"] not in ("", "generic")
+
+
+def test_tvm_rpc_round_trip_on_loopback_server_and_tracker(tmp_path) -> None:
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    model, x = small_net(), torch.randn(1, 3, 16, 16)
+    ref = reference(model, x)
+    server = rpc.Server(host="127.0.0.1", **ports())
+    try:
+        tgt = targets.get("tvm-llvm", trials=0, rpc=f"127.0.0.1:{server.port}", work_dir=tmp_path / "db")
+        art = tgt.build(model, x)
+        np.testing.assert_allclose(tgt.run(art)[0], ref, rtol=1e-4, atol=1e-5)
+        assert tgt.measure(art, QUICK).median_ms > 0
+        assert tgt.fingerprint()["device"] == f"rpc:127.0.0.1:{server.port}"
+    finally:
+        server.terminate()
+    tracker = Tracker(host="127.0.0.1", silent=True, **ports())
+    farm = [rpc.Server(host="127.0.0.1", tracker_addr=("127.0.0.1", tracker.port), key="farm", **ports())
+            for _ in range(2)]
+    try:
+        tgt = targets.get("tvm-llvm", trials=0, rpc_tracker=f"127.0.0.1:{tracker.port}", rpc_key="farm",
+                          work_dir=tmp_path / "db")
+        np.testing.assert_allclose(tgt.run(tgt.build(model, x))[0], ref, rtol=1e-4, atol=1e-5)
+    finally:
+        for s in farm:
+            s.terminate()
+        tracker.terminate()
+
+
+def test_tvm_rpc_unreachable_server_is_a_clear_error(tmp_path) -> None:
+    tgt = targets.get("tvm-llvm", trials=0, rpc=f"127.0.0.1:{free_port()}", work_dir=tmp_path)
+    with pytest.raises(targets.TargetError, match="cannot reach the TVM RPC server"):
+        tgt.build(small_net(), torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
+                    reason="needs gcc-aarch64-linux-gnu (CI installs it with apt-get)")
+def test_tvm_aarch64_artifact_is_an_arm_elf(tmp_path) -> None:
+    tgt = targets.get("tvm-aarch64", trials=0, work_dir=tmp_path / "db")
+    art = tgt.build(small_net(), torch.randn(1, 3, 16, 16), out_dir=tmp_path / "out")
+    head = (tmp_path / "out" / "model.so").read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and head[4] == 2  # 64-bit
+    assert int.from_bytes(head[18:20], "little") == 183  # e_machine EM_AARCH64
+    with pytest.raises(targets.TargetError, match="ARM device"):
+        tgt.measure(art)
+    with pytest.raises(targets.TargetError, match="--rpc"):
+        targets.get("tvm-aarch64", trials=8)  # tuning needs the device
+
+
+def test_tensorrt_target_on_a_gpu(tmp_path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine: the TensorRT target is verified on a lent GPU machine")
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (optional extra 'tensorrt')")
+    model, x = small_net(), torch.randn(1, 3, 16, 16)
+    tgt = targets.get("tensorrt", precision="fp32")
+    art = tgt.build(model, x, out_dir=tmp_path)
+    np.testing.assert_allclose(tgt.run(art)[0], reference(model, x), rtol=1e-3, atol=1e-3)
+    assert tgt.measure(art, QUICK).median_ms > 0 and (tmp_path / "model.plan").exists()
