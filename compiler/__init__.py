@@ -1,6 +1,7 @@
 """latprune's compiler: lower a CNN to torch.fx, find its channel groups, prune it."""
 from __future__ import annotations
 
+from .adabn import adabn
 from .api import keep_mask, prune, rewrite
 from .cost import macs, params
 from .errors import (ArtifactError, BadInputError, InfeasibleBudgetError, LatpruneError,
@@ -14,7 +15,7 @@ from .serialize import load, save
 from .space import ChannelGroup, Member, PruningSpace, Widths
 
 __all__ = [
-    "lower", "analyze", "prune", "macs", "params", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
+    "lower", "analyze", "prune", "adabn", "macs", "params", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
     "register_importance", "IMPORTANCE", "export_onnx", "onnx_bytes", "ExportError", "ChannelGroup", "Member", "PruningSpace", "Widths",
     "LatpruneError", "BadInputError", "LoweringError", "WidthsError", "ArtifactError",
     "InfeasibleBudgetError", "VerificationError",

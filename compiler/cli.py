@@ -102,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     _add_target_args(p)
     p.add_argument("--out", type=Path, required=True, help="table file (extended and resumed if it exists)")
     p.add_argument("--grid-points", type=int, default=6, help="on-step grid points per channel dim")
-    p.add_argument("--variants", type=int, default=8, help="random variants measured end to end for the correction")
+    p.add_argument("--variants", type=int, default=12, help="random variants measured end to end for the correction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="model name recorded in the table")
     p.add_argument("--force", action="store_true", help="use/overwrite a table of another fingerprint")

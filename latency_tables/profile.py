@@ -23,7 +23,7 @@ from targets.base import Target, Timing
 from .blocks import Block, extract
 from .grid import grid_values, off_step_probe
 from .predict import Predictor
-from .table import Entry, LatencyTable, TableError, load
+from .table import Entry, LatencyTable, TableError, fingerprint_mismatch, load
 
 BLOCK_TIMING = Timing(warmup=5, min_runs=10, min_seconds=0.2, max_rel_iqr=0.05, max_rounds=3)
 MODEL_TIMING = Timing(warmup=5, min_runs=10, min_seconds=1.0, max_rel_iqr=0.03, max_rounds=3)
@@ -38,7 +38,7 @@ class ProfileStats:
 
 
 def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out: str | os.PathLike | None = None,
-            grid_points: int = 6, variants: int = 8, seed: int = 0, name: str | None = None,
+            grid_points: int = 6, variants: int = 12, seed: int = 0, name: str | None = None,
             block_timing: Timing = BLOCK_TIMING, model_timing: Timing = MODEL_TIMING, force: bool = False,
             progress: bool = True, save_every_s: float = 5.0) -> LatencyTable:
     """Profile `model` on `target` into a LatencyTable (extending and resuming `out` if it exists)."""
@@ -64,16 +64,18 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
         target.prepare([blocks[k].module(p) for k, p in todo] + ([_EMPTY] if table.overhead_ms <= 0 else []))
     if table.overhead_ms <= 0:
         table.overhead_ms = _overhead(target, block_timing)
-    for key, point in bar:
-        bar.set_postfix_str(key[key.find('"inputs"'):][:40])
-        module, xs = blocks[key].module(point)
-        stats = target.measure(target.build(module, xs), block_timing)
-        table.entries[key].points[point] = [stats.median_ms, stats.p10_ms, stats.p90_ms, stats.runs]
-        if out is not None and time.monotonic() - last_save > save_every_s:
+    try:
+        for key, point in bar:
+            bar.set_postfix_str(key[key.find('"inputs"'):][:40])
+            module, xs = blocks[key].module(point)
+            stats = target.measure(target.build(module, xs), block_timing)
+            table.entries[key].points[point] = [stats.median_ms, stats.p10_ms, stats.p90_ms, stats.runs]
+            if out is not None and time.monotonic() - last_save > save_every_s:
+                table.save(out)
+                last_save = time.monotonic()
+    finally:  # also on Ctrl-C: keep what was measured (the save is atomic)
+        if out is not None and todo:
             table.save(out)
-            last_save = time.monotonic()
-    if out is not None and todo:
-        table.save(out)
 
     n_var = _correct(table, model, inputs, gm, space, target, variants, seed, model_timing, name, progress)
     if out is not None:
@@ -90,9 +92,9 @@ def _start(out: str | os.PathLike | None, fp: dict[str, Any], target: Target, bl
     if out is not None and Path(out).exists():
         table = load(out)
         table.check_target(fp, force)
-        if force:
-            table.fingerprint = fp
-        return table
+        if not fingerprint_mismatch(fp, table.fingerprint):
+            return table  # resume / extend
+    # new, or forced over another target's table: start afresh (save() then replaces that file)
     return LatencyTable(fp, timing, target.channel_step)
 
 
@@ -133,7 +135,8 @@ def _overhead(target: Target, timing: Timing) -> float:
 def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], gm: Any,
              space: Any, target: Target, variants: int, seed: int, timing: Timing, name: str | None,
              progress: bool) -> int:
-    """Fit measured = scale * sum(blocks) + offset on the full model and random variants."""
+    """Fit measured ~ scale * sum(blocks) [+ weights] [+ offset] on the full model and random
+    variants, each measured next to the unpruned model so that machine drift cancels."""
     pred = Predictor(table, gm, inputs, space=space)
     record = table.models.setdefault(pred.key, {"name": name or type(model).__name__,
                                                 "inputs": [list(t.shape) for t in inputs], "variants": []})
@@ -143,13 +146,17 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
     smalls = {i: compiler.rewrite(gm, space, w, "l1", inputs) for i, w in enumerate(plans) if i >= have}
     if smalls and hasattr(target, "prepare"):
         target.prepare([(m, inputs) for m in smalls.values()])
+    full = target.build(smalls[0], inputs) if 0 in smalls else target.build(compiler.rewrite(gm, space, None), inputs)
     for i, widths in tqdm(list(enumerate(plans))[have:], desc="end-to-end variants", disable=not progress,
                           dynamic_ncols=True):
-        small = smalls[i]
-        stats = target.measure(target.build(small, inputs), timing)
-        record["variants"].append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict()})
+        ref = target.measure(full, timing)  # the unpruned model beside each variant: drift cancels
+        stats = target.measure(target.build(smalls[i], inputs), timing)
+        record["variants"].append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
+                                   "unpruned_beside_ms": round(ref.median_ms, 6)})
     x = np.array([v["features"] for v in record["variants"]])
-    y = np.array([v["measured"]["median_ms"] for v in record["variants"]])
+    # each variant relative to the unpruned model measured beside it, on the scale of the latter's median
+    beside = np.array([v["unpruned_beside_ms"] for v in record["variants"]])
+    y = np.array([v["measured"]["median_ms"] for v in record["variants"]]) / beside * np.median(beside)
     coef, form, loo = fit_correction(x, y)
     record["correction"] = {"form": form, "coef": [round(float(c), 8) for c in coef]}
     record["fit_error_pct"] = {"loo_median_abs": round(float(np.median(loo)), 3),
@@ -170,7 +177,7 @@ def fit_correction(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str, np.nd
         loo = np.array([_rel_err(x, y, cols, i) for i in range(len(y))]) if len(y) > 1 else \
             np.abs(_solve(x, y, cols) @ x.T - y) / y * 100
         score = float(np.median(loo))
-        if best is None or score < best[0] - 0.2:  # a bigger form must earn its parameters
+        if best is None or score < 0.8 * best[0]:  # a bigger form must earn its parameters
             best = (score, _solve(x, y, cols), form, loo)
     assert best is not None
     return best[1], best[2], best[3]

@@ -119,13 +119,14 @@ class TvmLlvm(Target):
 
     def _prepare(self, models: Sequence[tuple[torch.nn.Module, Sequence[torch.Tensor]]]) -> None:
         import tvm
+        from compiler.lower import as_inputs
         from tvm import relax
 
         target = tvm.target.Target(self.target_dict())
         mods = []
         with target:
             for model, inputs in models:
-                mod, _ = self.lower_relax(model, tuple(inputs))
+                mod, _ = self.lower_relax(model, as_inputs(inputs))
                 mod = relax.transform.DecomposeOpsForInference()(mod)
                 mods.append(relax.pipeline.zero_pipeline()(mod))
         self.work_dir.mkdir(parents=True, exist_ok=True)

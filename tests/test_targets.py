@@ -151,3 +151,22 @@ def test_tensorrt_target_on_a_gpu(tmp_path) -> None:
     art = tgt.build(model, x, out_dir=tmp_path)
     np.testing.assert_allclose(tgt.run(art)[0], reference(model, x), rtol=1e-3, atol=1e-3)
     assert tgt.measure(art, QUICK).median_ms > 0 and (tmp_path / "model.plan").exists()
+
+
+def test_tvm_tuning_fills_the_database_and_rebuilds_reuse_it(tmp_path) -> None:
+    """A couple of meta-schedule trials per task; the second build of the same model tunes
+    nothing and takes its schedules from the database (as the final engine build does)."""
+    import time
+
+    model, x = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()).eval(), \
+        torch.randn(1, 8, 8, 8)
+    tgt = targets.get("tvm-llvm", threads=1, trials=2, work_dir=tmp_path / "db")
+    art = tgt.build(model, x)
+    np.testing.assert_allclose(tgt.run(art)[0], reference(model, x), rtol=1e-4, atol=1e-5)
+    records = (tmp_path / "db" / "database_tuning_record.json").read_text().count("\n")
+    assert records >= 1
+    t0 = time.perf_counter()
+    again = tgt.build(model, x)
+    assert time.perf_counter() - t0 < 20  # tuning again would start worker pools: a minute here
+    assert (tmp_path / "db" / "database_tuning_record.json").read_text().count("\n") == records
+    np.testing.assert_allclose(tgt.run(again)[0], reference(model, x), rtol=1e-4, atol=1e-5)

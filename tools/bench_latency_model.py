@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--off-step", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid-points", type=int, default=6)
-    ap.add_argument("--profile-variants", type=int, default=8, help="variants the correction is fit on")
+    ap.add_argument("--profile-variants", type=int, default=12, help="variants the correction is fit on")
     ap.add_argument("--table", type=Path, default=None, help="table file (default: build/tables/<target>.json)")
     ap.add_argument("--out", type=Path, default=Path("build/bench_latency_model.json"))
     args = ap.parse_args()
