@@ -13,10 +13,14 @@ from .export import ExportError, export_onnx, onnx_bytes
 from .masking import invariant_error, masked_reference
 from .serialize import load, save
 from .space import ChannelGroup, Member, PruningSpace, Widths
+from .budget import Budget, parse_budget
+from .evaluate import Evaluator, top1
+from .search import BudgetResult, Candidate, SearchResult, search
 
 __all__ = [
     "lower", "analyze", "prune", "adabn", "macs", "params", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
     "register_importance", "IMPORTANCE", "export_onnx", "onnx_bytes", "ExportError", "ChannelGroup", "Member", "PruningSpace", "Widths",
     "LatpruneError", "BadInputError", "LoweringError", "WidthsError", "ArtifactError",
-    "InfeasibleBudgetError", "VerificationError",
+    "InfeasibleBudgetError", "VerificationError", "search", "SearchResult", "BudgetResult", "Candidate",
+    "Budget", "parse_budget", "Evaluator", "top1",
 ]

@@ -21,7 +21,7 @@ from filelock import FileLock
 
 from compiler.atomic import atomic_write_text
 from compiler.errors import BadInputError
-from compiler.space import Widths
+from compiler.space import PruningSpace, Widths
 
 from .grid import bracket, on_step
 
@@ -192,13 +192,15 @@ class LatencyTable:
 
     # ---- prediction --------------------------------------------------------------------
     def predictor(self, model: torch.nn.Module, example_inputs: Any,
-                  fingerprint: dict[str, Any] | None = None, force: bool = False) -> Predictor:
-        """A fast widths -> ms function for one model (lowered and analysed once)."""
+                  fingerprint: dict[str, Any] | None = None, force: bool = False,
+                  space: PruningSpace | None = None) -> Predictor:
+        """A fast widths -> ms function for one model (lowered and analysed once; pass the
+        lowered graph and its space to share them with a search)."""
         from .predict import Predictor
 
         if fingerprint is not None:
             self.check_target(fingerprint, force)
-        return Predictor(self, model, example_inputs)
+        return Predictor(self, model, example_inputs, space)
 
     def predict(self, model: torch.nn.Module, example_inputs: Any, widths: Widths | None = None) -> float:
         """Predicted end-to-end latency in ms of `model` pruned to `widths`."""

@@ -8,12 +8,14 @@ import torchvision
 
 import compiler
 import latency_tables
-from compiler.models import mobilenet_v2_small, resnet20
+from compiler.models import mobilenet_v2_small, reference, resnet20
 
 TABLES = latency_tables.shipped()
 MODELS = {"resnet20": resnet20, "resnet18": lambda: torchvision.models.resnet18(weights=None),
           "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(weights=None),
-          "mobilenet_v2_small": mobilenet_v2_small}
+          "mobilenet_v2_small": mobilenet_v2_small,
+          "resnet20_fmnist": lambda: reference("resnet20_fmnist", trained=False),
+          "mobilenet_v2_small_fmnist": lambda: reference("mobilenet_v2_small_fmnist", trained=False)}
 
 
 def test_tables_are_shipped() -> None:

@@ -81,7 +81,7 @@ def main() -> None:
     meta = {"model": args.model, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": args.seed,
             "train_images": len(xtr), "train_seconds": round(time.perf_counter() - t0, 1),
             "val_top1": accuracy(model, xval, yval), "test_top1": accuracy(model, xte, yte),
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
     out = args.out or CHECKPOINTS / f"{args.model}.pt"
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "meta": meta}, buf)

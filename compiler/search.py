@@ -1,0 +1,307 @@
+"""Pass 5: choose Widths under latency budgets: MetaPruning's evolution or EagleEye's random search.
+
+Genes are per-group indices into each group's allowed widths (multiples of the granularity),
+so every candidate lands on the hardware's channel steps. Latency comes from the table's
+predictor (microseconds a candidate); fitness from the Evaluator (rewrite -> AdaBN -> metric).
+Several budgets share one archive of evaluated candidates: one search, one result per budget.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from .budget import Budget, check_feasible, parse_budget
+from .errors import BadInputError
+from .evaluate import EvalFn, Evaluator, materialize, widths_key
+from .groups import analyze
+from .importance import Criterion, scores
+from .lower import lower
+from .space import PruningSpace, Widths
+
+STRATEGIES = ("evolution", "random")
+
+
+@dataclass
+class Candidate:
+    """One evaluated Widths: predicted latency, score after AdaBN, and where it came from."""
+
+    widths: Widths
+    latency_ms: float
+    score: float
+    origin: str  # uniform | random | mutation | crossover | full
+    evaluation: int  # order in which it was evaluated
+
+
+@dataclass
+class BudgetResult:
+    budget: str
+    budget_ms: float
+    widths: Widths
+    latency_ms: float
+    score: float
+
+
+@dataclass
+class SearchResult:
+    """The best Widths per budget and the archive of every candidate seen."""
+
+    results: list[BudgetResult]
+    archive: list[Candidate]
+    full_ms: float
+    floor_ms: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> BudgetResult:
+        return self.results[0]
+
+    def pareto(self) -> list[Candidate]:
+        """Candidates no other candidate beats on both latency and score, fastest first."""
+        front: list[Candidate] = []
+        for c in sorted(self.archive, key=lambda c: (c.latency_ms, -c.score)):
+            if not front or c.score > front[-1].score:
+                front.append(c)
+        return front
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [asdict(r) for r in self.results], "full_ms": self.full_ms, "floor_ms": self.floor_ms,
+                "stats": self.stats, "archive": [asdict(c) for c in self.archive],
+                "pareto": [c.evaluation for c in self.pareto()]}
+
+
+class _Genes:
+    """Genotype <-> Widths for the prunable groups of a space."""
+
+    def __init__(self, space: PruningSpace) -> None:
+        self.groups = space.prunable()
+        if not self.groups:
+            raise BadInputError("no channel group of this model can be pruned (see compiler.analyze(gm).summary()); "
+                                 "nothing to search")
+        self.allowed = [np.array(g.allowed()) for g in self.groups]
+        self.top = np.array([len(a) - 1 for a in self.allowed])
+        self.full = space.full_widths()
+
+    def widths(self, genes: np.ndarray) -> Widths:
+        w = dict(self.full)
+        w.update({g.id: int(a[i]) for g, a, i in zip(self.groups, self.allowed, genes)})
+        return w
+
+    def ratio(self, r: float) -> np.ndarray:
+        """Uniform width scaling: the allowed width nearest to r * size, per group."""
+        return np.array([int(np.argmin(np.abs(a - r * g.size))) for g, a in zip(self.groups, self.allowed)])
+
+    def random(self, rng: np.random.Generator) -> np.ndarray:
+        """EagleEye-style random ratios: a random level, then per-group ratios scattered around it."""
+        level = rng.uniform(0.1, 1.0)
+        ratios = np.clip(rng.uniform(level - 0.3, level + 0.3, len(self.groups)), 0.0, 1.0)
+        return np.array([int(np.argmin(np.abs(a - r * g.size))) for g, a, r in zip(self.groups, self.allowed, ratios)])
+
+
+class _Search:
+    def __init__(self, genes: _Genes, predict: Callable[[Widths], float], evaluate: Evaluator,
+                 budgets: list[tuple[str, float]], rng: np.random.Generator, max_evaluations: int,
+                 deadline: float | None, progress: bool) -> None:
+        self.g, self.predict, self.evaluate = genes, predict, evaluate
+        self.budgets, self.rng = budgets, rng
+        self.max_evaluations, self.deadline = max_evaluations, deadline
+        self.archive: dict[str, Candidate] = {}
+        self.bar = tqdm(total=max_evaluations, desc="search", disable=not progress, unit="cand", leave=False)
+
+    def latency(self, genes: np.ndarray) -> float:
+        return self.predict(self.g.widths(genes))
+
+    def done(self) -> bool:
+        return len(self.archive) >= self.max_evaluations or (self.deadline is not None and time.monotonic() > self.deadline)
+
+    def seen(self, genes: np.ndarray) -> bool:
+        return widths_key(self.evaluate.space, self.g.widths(genes)) in self.archive
+
+    def add(self, genes: np.ndarray, origin: str) -> Candidate | None:
+        if self.done() or self.seen(genes):
+            return None
+        w = self.g.widths(genes)
+        c = Candidate(w, self.latency(genes), self.evaluate(w), origin, len(self.archive))
+        self.archive[widths_key(self.evaluate.space, w)] = c
+        self.bar.update()
+        self.bar.set_postfix_str(" ".join(f"{k}:{b.score:.4f}" for k, b in self.best().items() if b) or "-")
+        return c
+
+    def repair(self, genes: np.ndarray, budget_ms: float, band: float = 0.0) -> np.ndarray | None:
+        """Shrink random groups one step at a time (weighted by the latency each step saves)
+        until the prediction meets the budget; None if even the floor would not. With `band`,
+        then grow random groups while the prediction stays under the budget, until it is within
+        `band` of it: a child far under its budget wastes the evaluation."""
+        genes = genes.copy()
+        lat = self.latency(genes)
+        while lat > budget_ms:
+            idx = np.nonzero(genes > 0)[0]
+            if idx.size == 0:
+                return None
+            gains = []
+            for i in idx:
+                genes[i] -= 1
+                gains.append(max(lat - self.latency(genes), 1e-9))
+                genes[i] += 1
+            genes[self.rng.choice(idx, p=np.array(gains) / np.sum(gains))] -= 1
+            lat = self.latency(genes)
+        open_ = list(np.nonzero(genes < self.g.top)[0])
+        while band > 0 and lat < budget_ms * (1 - band) and open_:
+            i = open_.pop(int(self.rng.integers(len(open_))))
+            genes[i] += 1
+            grown = self.latency(genes)
+            if grown > budget_ms:
+                genes[i] -= 1
+            else:
+                lat = grown
+                if genes[i] < self.g.top[i]:
+                    open_.append(i)
+        return genes
+
+    def best(self) -> dict[str, Candidate | None]:
+        out: dict[str, Candidate | None] = {}
+        for label, ms in self.budgets:
+            ok = [c for c in self.archive.values() if c.latency_ms <= ms]
+            out[label] = max(ok, key=lambda c: (c.score, -c.latency_ms)) if ok else None
+        return out
+
+    def seed_uniform(self) -> None:
+        """Uniform width scaling, the widest that meets each budget: the baseline to beat."""
+        for _, ms in self.budgets:
+            lo, hi = 0.0, 1.0
+            for _ in range(20):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if self.latency(self.g.ratio(mid)) <= ms else (lo, mid)
+            genes = self.g.ratio(lo)
+            if self.latency(genes) > ms:
+                genes = self.repair(genes, ms)
+            if genes is not None:
+                self.add(genes, "uniform")
+
+    def sample_random(self, budget_ms: float, band: float, tries: int = 2000) -> np.ndarray | None:
+        """A random Widths whose latency falls in [budget * (1 - band), budget]."""
+        for _ in range(tries):
+            genes = self.g.random(self.rng)
+            if budget_ms * (1 - band) <= self.latency(genes) <= budget_ms and not self.seen(genes):
+                return genes
+        return None
+
+    def random_search(self, band: float) -> None:
+        """EagleEye: random Widths kept when they fall in a budget's band, budgets in turn."""
+        misses = 0
+        while not self.done() and misses < 4 * len(self.budgets):
+            if self.random_once(band) is None:
+                misses += 1
+
+    def random_once(self, band: float) -> Candidate | None:
+        _, ms = self.budgets[len(self.archive) % len(self.budgets)]
+        genes = self.sample_random(ms, band)
+        return None if genes is None else self.add(genes, "random")
+
+    def evolve(self, population: int, parents: int, mutation_prob: float, band: float) -> None:
+        """MetaPruning: seed with uniform scaling and random samples, then breed the top-k of each
+        budget by mutation and crossover, repairing children that go over their budget."""
+        self.seed_uniform()
+        while len(self.archive) < population and not self.done():
+            if self.random_once(band) is None:
+                break
+        stale = 0
+        while not self.done() and stale < 50:
+            label, ms = self.budgets[len(self.archive) % len(self.budgets)]
+            pool = sorted((c for c in self.archive.values() if c.latency_ms <= ms),
+                          key=lambda c: (-c.score, c.latency_ms))[:parents]
+            if not pool:
+                stale += 1
+                continue
+            genes_of = [self._genes(c.widths) for c in pool]
+            if len(pool) > 1 and self.rng.random() < 0.5:
+                a, b = self.rng.choice(len(pool), 2, replace=False)
+                child, origin = np.where(self.rng.random(len(self.g.groups)) < 0.5, genes_of[a], genes_of[b]), "crossover"
+            else:
+                child, origin = self._mutate(genes_of[self.rng.integers(len(pool))], mutation_prob), "mutation"
+            child = self.repair(child, ms, band)
+            if child is None or self.add(child, origin) is None:
+                stale += 1
+            else:
+                stale = 0
+
+    def _mutate(self, genes: np.ndarray, p: float) -> np.ndarray:
+        child = genes.copy()
+        hit = self.rng.random(len(child)) < p
+        if not hit.any():
+            hit[self.rng.integers(len(child))] = True
+        steps = self.rng.choice([-2, -1, 1, 2], size=len(child))
+        child[hit] = np.clip(child[hit] + steps[hit], 0, self.g.top[hit])
+        return child
+
+    def _genes(self, widths: Widths) -> np.ndarray:
+        return np.array([int(np.searchsorted(a, widths[g.id])) for g, a in zip(self.g.groups, self.g.allowed)])
+
+
+def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], table: Any,
+           calib_data: Iterable[Any], eval_fn: EvalFn, budgets: Sequence[str | float | Budget] = ("0.5x",),
+           strategy: str = "evolution", granularity: int | None = None, importance: str | Criterion = "l1",
+           max_evaluations: int = 100, iterations: int | None = None, time_budget_s: float | None = None,
+           population: int = 16,
+           parents: int = 6, mutation_prob: float = 0.2, band: float = 0.1, adabn_batches: int = 8,
+           seed: int = 0, fingerprint: dict[str, Any] | None = None, force: bool = False,
+           cache: str | Path | None = None, cache_key: str = "", progress: bool = True) -> SearchResult:
+    """Per-group channel counts that maximise `eval_fn` (after AdaBN on `calib_data`) with
+    predicted latency under each budget. `table` is a LatencyTable; `granularity` defaults to
+    its channel step. Evolution runs `iterations` generations of `population` children when given
+    (MetaPruning's loop), at most `max_evaluations` candidates either way. Deterministic for a
+    seed (a time budget only cuts it short)."""
+    if strategy not in STRATEGIES:
+        raise BadInputError(f"unknown search strategy {strategy!r}; choose one of {STRATEGIES}")
+    if max_evaluations < 1:
+        raise BadInputError("max_evaluations must be at least 1")
+    if iterations is not None:
+        max_evaluations = min(max_evaluations, population * (iterations + 1))
+    parsed = [parse_budget(b) for b in budgets]
+    if not parsed:
+        raise BadInputError("give at least one latency budget")
+    t0 = time.perf_counter()
+    gm = lower(model, example_inputs)
+    space = analyze(gm, multiple_of=granularity or table.step)
+    if fingerprint is not None:
+        table.check_target(fingerprint, force)
+    predictor = table.predictor(gm, example_inputs, space=space)
+    genes = _Genes(space)
+    full_ms = predictor(None)
+    floor_ms = predictor(genes.widths(np.zeros(len(genes.groups), dtype=int)))
+    labelled = [(b.label, b.ms(full_ms)) for b in parsed]
+    check_feasible(dict(labelled), floor_ms, f"{table.fingerprint.get('target')} ({table.fingerprint.get('device')})")
+    calib = materialize(calib_data, adabn_batches, "calibration data")
+    evaluator = Evaluator(gm, space, scores(gm, space, importance), calib, eval_fn,
+                          Path(cache) if cache else None, cache_key)
+    rng = np.random.default_rng(seed)
+    deadline = time.monotonic() + time_budget_s if time_budget_s else None
+    s = _Search(genes, predictor, evaluator, labelled, rng, max_evaluations, deadline, progress)
+    setup_s = time.perf_counter() - t0
+    try:
+        if strategy == "evolution":
+            s.evolve(population, parents, mutation_prob, band)
+        else:
+            s.random_search(band)
+    finally:
+        s.bar.close()
+        evaluator.save()
+    best = s.best()
+    missing = [label for label, c in best.items() if c is None]
+    if missing:
+        raise BadInputError(f"the search found no candidate under budget {missing} within {len(s.archive)} "
+                            "evaluations; allow more evaluations or a looser budget")
+    results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].score)
+               for label, ms in labelled]
+    stats = {"strategy": strategy, "seed": seed, "granularity": granularity or table.step,
+             "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
+             "search_seconds": round(time.perf_counter() - t0 - setup_s, 3), **evaluator.stats()}
+    return SearchResult(results, sorted(s.archive.values(), key=lambda c: c.evaluation), full_ms, floor_ms, stats)
+

@@ -1,0 +1,115 @@
+"""The search meets its budgets, lands on the channel grid, is deterministic, caches, and refuses
+infeasible budgets. Latency comes from the shipped ORT table (resnet20@32 is in it); the
+fitness here is a cheap deterministic function of the candidate's weights, so that what is
+tested is the search, not a training run (tests/test_search_real.py scores on real data)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import compiler
+import latency_tables
+from compiler.models import resnet20
+
+TABLE = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
+X = torch.zeros(1, 3, 32, 32)
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return resnet20().eval()
+
+
+def kept_l1(m: torch.nn.Module) -> float:
+    """Sum of |weights| kept, divided by depth-weighted width: rewards keeping big filters
+    and penalises late layers less, so the best Widths is neither uniform nor trivial."""
+    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    return float(sum(c.weight.detach().abs().sum() * (1 + i / len(convs)) for i, c in enumerate(convs)))
+
+
+CALIB = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+
+def run(**kw) -> compiler.SearchResult:
+    args = dict(budgets=["0.75x"], max_evaluations=24, population=8, seed=0, progress=False) | kw
+    return compiler.search(model(), X, TABLE, CALIB, kept_l1, **args)
+
+
+def test_every_result_meets_its_budget_on_the_grid() -> None:
+    res = run(budgets=["0.9x", "0.75x", f"{TABLE.predict(model(), X) * 0.6:.4f}ms"])
+    space = compiler.analyze(compiler.lower(model(), X), multiple_of=TABLE.step)
+    assert [r.budget for r in res.results][:2] == ["0.9x", "0.75x"]
+    for r in res.results:
+        assert r.latency_ms <= r.budget_ms
+        assert r.budget_ms < res.full_ms
+        for g in space.prunable():
+            assert r.widths[g.id] % TABLE.step == 0 or r.widths[g.id] == g.size
+    # one archive shared by three budgets; each best is the best under its budget
+    for r in res.results:
+        assert r.score == max(c.score for c in res.archive if c.latency_ms <= r.budget_ms)
+    assert res.results[0].score >= res.results[1].score >= res.results[2].score
+
+
+def test_evolution_beats_the_uniform_seed_and_is_deterministic() -> None:
+    a, b = run(), run()
+    assert [c.widths for c in a.archive] == [c.widths for c in b.archive]
+    assert [c.score for c in a.archive] == [c.score for c in b.archive]
+    uniform = [c for c in a.archive if c.origin == "uniform"]
+    assert len(uniform) == 1
+    assert a.best.score > uniform[0].score
+    assert {c.origin for c in a.archive} >= {"uniform", "random", "mutation"}
+    assert run(seed=1).archive[5].widths != a.archive[5].widths
+
+
+def test_random_search_stays_in_the_band() -> None:
+    res = run(strategy="random", max_evaluations=10, band=0.1)
+    budget = res.results[0].budget_ms
+    assert len(res.archive) == 10
+    assert all(0.9 * budget <= c.latency_ms <= budget and c.origin == "random" for c in res.archive)
+
+
+def test_pareto_front_is_monotone() -> None:
+    front = run(budgets=["0.9x", "0.6x"]).pareto()
+    assert len(front) >= 2
+    assert all(a.latency_ms < b.latency_ms and a.score < b.score for a, b in zip(front, front[1:]))
+
+
+def test_scores_are_cached_across_runs(tmp_path) -> None:
+    cache = tmp_path / "scores.json"
+    first = run(cache=cache, cache_key="k")
+    again = run(cache=cache, cache_key="k")
+    assert first.stats["evaluations"] == 24 and again.stats["evaluations"] == 0
+    assert again.stats["cache_hits"] == 24
+    assert [c.score for c in again.archive] == [c.score for c in first.archive]
+    assert run(cache=cache, cache_key="other data").stats["evaluations"] == 24
+
+
+def test_cost_split_is_reported() -> None:
+    stats = run(max_evaluations=6).stats
+    assert set(stats["seconds"]) == {"rewrite", "adabn", "eval"}
+    assert stats["candidates_per_second"] > 0
+
+
+def test_infeasible_budget_names_the_floor() -> None:
+    with pytest.raises(compiler.InfeasibleBudgetError, match=r"smallest reachable latency [0-9.]+ ms") as e:
+        run(budgets=["0.01x"])
+    assert e.value.exit_code == 3
+
+
+@pytest.mark.parametrize("bad", ["fast", "-2ms", "0x", ""])
+def test_bad_budget_is_a_clear_error(bad: str) -> None:
+    with pytest.raises(compiler.BadInputError, match="budget"):
+        compiler.parse_budget(bad)
+
+
+def test_budget_forms() -> None:
+    assert compiler.parse_budget("6ms").ms(10) == 6
+    assert compiler.parse_budget("0.5x").ms(10) == 5
+    assert compiler.parse_budget("35%").ms(10) == pytest.approx(3.5)
+    assert compiler.parse_budget(2.5).ms(10) == 2.5
+
+
+def test_nan_scores_are_refused() -> None:
+    with pytest.raises(compiler.BadInputError, match="finite"):
+        compiler.search(model(), X, TABLE, CALIB, lambda m: float("nan"), budgets=["0.9x"],
+                        max_evaluations=2, progress=False)

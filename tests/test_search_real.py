@@ -1,0 +1,49 @@
+"""On real data (Fashion-MNIST) with the trained reference model: AdaBN recovers a pruned
+model's accuracy, and a search under a real budget returns a usable model within it."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import compiler
+import latency_tables
+from compiler.data import split_train
+from compiler.models import reference
+
+TABLE = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
+X = torch.zeros(1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(2)
+    (xtr, ytr), (xval, yval) = split_train()
+    calib = [(xtr[i:i + 64], ytr[i:i + 64]) for i in range(0, 512, 64)]
+    return calib, [(xval[i:i + 500], yval[i:i + 500]) for i in range(0, 1000, 500)]
+
+
+def test_adabn_recovers_a_pruned_model(data) -> None:
+    calib, val = data
+    model = reference("resnet20_fmnist")
+    top1 = compiler.top1(val)
+    gm = compiler.lower(model, X)
+    space = compiler.analyze(gm, multiple_of=16)
+    pruned = compiler.rewrite(gm, space, space.uniform_widths(0.5))
+    stale = top1(pruned)
+    recalibrated = top1(compiler.adabn(copy.deepcopy(pruned), calib))
+    assert top1(model) > 0.85
+    assert recalibrated > stale + 0.05, (stale, recalibrated)
+
+
+def test_search_on_real_data_meets_the_budget(data) -> None:
+    calib, val = data
+    model = reference("resnet20_fmnist")
+    res = compiler.search(model, X, TABLE, calib, compiler.top1(val), budgets=["0.5x"], max_evaluations=10,
+                          population=6, seed=0, progress=False)
+    best = res.best
+    assert best.latency_ms <= best.budget_ms == pytest.approx(0.5 * res.full_ms)
+    assert best.score > 0.6  # ten candidates after AdaBN, no fine-tuning; chance is 0.1
+    uniform = next(c for c in res.archive if c.origin == "uniform")
+    assert best.score >= uniform.score
