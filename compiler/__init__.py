@@ -16,11 +16,13 @@ from .space import ChannelGroup, Member, PruningSpace, Widths
 from .budget import Budget, parse_budget
 from .evaluate import Evaluator, top1
 from .search import BudgetResult, Candidate, SearchResult, search
+from .compile import CompileResult, compile
+from .finetune import finetune
 
 __all__ = [
     "lower", "analyze", "prune", "adabn", "macs", "params", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
     "register_importance", "IMPORTANCE", "export_onnx", "onnx_bytes", "ExportError", "ChannelGroup", "Member", "PruningSpace", "Widths",
     "LatpruneError", "BadInputError", "LoweringError", "WidthsError", "ArtifactError",
     "InfeasibleBudgetError", "VerificationError", "search", "SearchResult", "BudgetResult", "Candidate",
-    "Budget", "parse_budget", "Evaluator", "top1",
+    "Budget", "parse_budget", "Evaluator", "top1", "compile", "CompileResult", "finetune",
 ]

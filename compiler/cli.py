@@ -1,4 +1,4 @@
-"""The `latprune` command: profile | inspect (compile arrives with the search).
+"""The `latprune` command: profile | inspect | compile.
 
 Errors a user can cause print one line naming the cause and the fix, and exit with the
 error's code (2 bad input, 3 infeasible budget, 4 verification failed); Ctrl-C exits 130
@@ -15,25 +15,30 @@ from typing import Any
 from .errors import BadInputError, LatpruneError
 
 
-def _target_options(args: argparse.Namespace) -> dict[str, Any]:
+def _target_options(args: argparse.Namespace, name: str | None = None) -> dict[str, Any]:
+    name = name or args.target
     opts: dict[str, Any] = {"threads": args.threads}
-    if args.target.startswith("tvm"):
+    if name.startswith("tvm"):
         opts["trials"] = args.trials
         if args.rpc:
             opts["rpc"] = args.rpc
         if args.rpc_tracker:
             opts["rpc_tracker"], opts["rpc_key"] = args.rpc_tracker, args.rpc_key
     elif args.rpc or args.rpc_tracker:
-        raise BadInputError(f"--rpc/--rpc-tracker only apply to TVM targets, not {args.target}")
-    if args.target == "tensorrt":
+        raise BadInputError(f"--rpc/--rpc-tracker only apply to TVM targets, not {name}")
+    if name == "tensorrt":
         opts = {"precision": args.precision}
     return opts
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
+def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
     import targets
 
-    p.add_argument("--target", default="onnxruntime-cpu", choices=targets.NAMES)
+    if multi:
+        p.add_argument("--target", action="append", choices=targets.NAMES,
+                       help="repeat for several targets (default onnxruntime-cpu)")
+    else:
+        p.add_argument("--target", default="onnxruntime-cpu", choices=targets.NAMES)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads the engine runs with (default 1)")
     p.add_argument("--trials", type=int, default=16, help="meta-schedule trials per block (TVM targets)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="time on a TVM RPC server (TVM targets)")
@@ -92,6 +97,86 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deps(args: argparse.Namespace) -> list[str]:
+    """Files a rebuild depends on: the model's source or .pt2, the data, a given table, --eval's module."""
+    import importlib
+
+    deps = []
+    for spec in (args.model, args.eval):
+        if not spec:
+            continue
+        mod = spec.partition(":")[0]
+        if Path(mod).exists():
+            deps.append(mod)
+        else:
+            try:
+                f = getattr(importlib.import_module(mod), "__file__", None)
+            except ImportError:
+                f = None
+            if f:
+                deps.append(f)
+    if Path(args.data).exists():
+        deps.append(args.data)
+    elif args.data == "fashion-mnist":
+        from .data import FASHION_MNIST
+        deps += [str(p) for p in sorted(FASHION_MNIST.glob("*.gz"))]
+    if args.table:
+        deps.append(str(args.table))
+    if args.model.startswith("compiler.models:"):
+        from .models import CHECKPOINTS
+        deps += [str(p) for p in sorted(CHECKPOINTS.glob("*.pt"))]
+    return [str(Path(d).resolve()) for d in deps]
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import targets
+
+    from .compile import compile as run_compile, default_cache_dir
+    from .dataspec import load_data, load_metric
+    from .modelspec import example_inputs, load_model, parse_shape
+
+    model = load_model(args.model, seed=args.seed)
+    inputs = example_inputs(args.input_shape)
+    data = load_data(args.data, parse_shape(args.input_shape[0]), batch_size=args.batch_size, seed=args.seed,
+                     max_val=args.eval_images)
+    eval_fn = load_metric(args.eval)(data.val) if args.eval else None
+    cache = args.cache_dir or default_cache_dir(args.out)
+    tgts = [targets.get(name, **_target_options(args, name),
+                        **({"work_dir": cache / "tvm_tuning" / name} if name.startswith("tvm") else {}))
+            for name in (args.target or ["onnxruntime-cpu"])]
+    try:
+        result = run_compile(model, inputs, tgts, budget=args.budget, table=args.table, calib_data=data,
+                             eval_fn=eval_fn, out_dir=args.out, finetune_epochs=args.finetune_epochs,
+                             strategy=args.strategy, max_evaluations=args.evaluations, seed=args.seed,
+                             tolerance=args.tolerance, cache_dir=cache, force=args.force,
+                             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
+                             shipped_tables=not args.no_shipped_tables, progress=not args.quiet)
+    finally:
+        for t in tgts:
+            t.close()
+    if args.depfile:
+        from .atomic import atomic_write_text
+        target = (Path(args.out) / "report.json").as_posix()
+        atomic_write_text(args.depfile, f"{target}: " + " ".join(d.replace(" ", "\\ ") for d in _deps(args)) + "\n")
+    rep = result.report
+    if args.json:
+        print(json.dumps(rep, indent=1, default=float))
+        return 0
+    for name, t in rep["targets"].items():
+        v, acc = t["verify"], t["accuracy"]
+        measured = "not measured (--no-verify)" if "skipped" in v else f"measured {v['measured_ms']:.4g} ms"
+        print(f"{name}: budget {t['budget']} = {t['budget_ms']:.4g} ms; predicted {t['predicted_ms']:.4g} ms, "
+              f"{measured}; "
+              f"params {t['params']['pruned']:,}/{t['params']['original']:,}; "
+              f"accuracy {acc['original']:.4f} -> {acc['adabn']:.4f} (AdaBN)"
+              + (f" -> {acc['finetuned']:.4f} (fine-tuned)" if acc["finetuned"] is not None else ""),
+              file=sys.stderr)
+        print(f"  artifacts: {', '.join(f'{k}={p}' for k, p in t['files'].items())}", file=sys.stderr)
+    print(f"report: {Path(args.out) / 'report.json'} and report.html" + (" (cached)" if rep.get("cached") else ""),
+          file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="latprune", description="Hardware-aware, latency-constrained channel pruning.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -111,6 +196,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(fn=cmd_profile)
+
+    p = sub.add_parser("compile", help="prune a model to a latency budget, emit and verify engines")
+    p.add_argument("model", help="package.module:factory, file.py:factory, or a torch.export.save .pt2 file")
+    p.add_argument("--input-shape", action="append", required=True, help="e.g. 1,3,224,224")
+    _add_target_args(p, multi=True)
+    p.add_argument("--budget", default="0.5x", help="6ms, 0.5x or 50%% of the unpruned latency (default 0.5x)")
+    p.add_argument("--data", required=True,
+                   help="fashion-mnist, an ImageFolder folder, a .npz with x/y, or package.module:function")
+    p.add_argument("--eval", help="package.module:function(val_batches) -> eval_fn (default top-1)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size (AdaBN, fine-tune)")
+    p.add_argument("--adabn-batches", type=int, default=8,
+                   help="training batches that re-estimate BN statistics per candidate (default 8)")
+    p.add_argument("--eval-images", type=int, default=2000, help="held-out images that score candidates (default 2000)")
+    p.add_argument("--out", type=Path, default=Path("build/latprune"))
+    p.add_argument("--table", type=Path, help="use this latency table (default: profile into the cache)")
+    p.add_argument("--cache-dir", type=Path, help="tables and search scores (default: beside --out)")
+    p.add_argument("--finetune-epochs", type=float, default=0.0, help="KD fine-tune from the original (default 0)")
+    p.add_argument("--strategy", default="evolution", choices=["evolution", "random"])
+    p.add_argument("--evaluations", type=int, default=60, help="candidates the search evaluates")
+    p.add_argument("--tolerance", type=float, default=0.03, help="measured latency may exceed the budget by this share")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depfile", type=Path, help="write a Make/Ninja depfile for out/report.json")
+    p.add_argument("--force", action="store_true", help="use a table of another fingerprint")
+    p.add_argument("--no-shipped-tables", action="store_true",
+                   help="profile afresh instead of starting from a shipped table of this device")
+    p.add_argument("--no-verify", action="store_true",
+                   help="emit engines without timing them (a cross-compiled target with no device attached)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout (progress stays on stderr)")
+    p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("inspect", help="summarise a latency table")
     p.add_argument("table", type=Path)

@@ -27,6 +27,7 @@ from .rewrite import apply
 from .space import PruningSpace, Widths
 
 CACHE_SCHEMA = "latprune.scores/1"
+SAVE_EVERY = 4
 EvalFn = Callable[[nn.Module], float]
 
 
@@ -124,6 +125,8 @@ class Evaluator:
                                 "(check the evaluation data for NaN)")
         self.evaluations += 1
         self.scores[key] = score
+        if self.evaluations % SAVE_EVERY == 0:
+            self.save()  # an interrupted search loses at most SAVE_EVERY evaluations
         return score
 
     def stats(self) -> dict[str, Any]:

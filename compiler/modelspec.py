@@ -11,8 +11,10 @@ import torch
 from .errors import BadInputError
 
 
-def load_model(spec: str) -> torch.nn.Module:
-    """`package.module:factory`, `path/to/file.py:factory` or a `torch.export.save` file (.pt2)."""
+def load_model(spec: str, seed: int = 0) -> torch.nn.Module:
+    """`package.module:factory`, `path/to/file.py:factory` or a `torch.export.save` file (.pt2).
+    The factory runs under a fixed RNG seed, so a randomly initialised model is the same every
+    build (a build system needs the same inputs to give the same outputs)."""
     path = Path(spec)
     if path.suffix == ".pt2" or (path.exists() and ":" not in spec):
         return _exported(path)
@@ -39,7 +41,9 @@ def load_model(spec: str) -> torch.nn.Module:
     if factory is None:
         raise BadInputError(f"{mod_name!r} has no attribute {attr!r} (MODEL {spec!r})")
     try:
-        model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
     except Exception as exc:
         raise BadInputError(f"calling {spec}() failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, torch.nn.Module):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .budget import Budget, check_feasible, parse_budget
 from .errors import BadInputError
-from .evaluate import EvalFn, Evaluator, materialize, widths_key
+from .evaluate import EvalFn, Evaluator, materialize, top1, widths_key
 from .groups import analyze
 from .importance import Criterion, scores
 from .lower import lower
@@ -246,7 +246,7 @@ class _Search:
 
 
 def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], table: Any,
-           calib_data: Iterable[Any], eval_fn: EvalFn, budgets: Sequence[str | float | Budget] = ("0.5x",),
+           calib_data: Iterable[Any], eval_fn: EvalFn | Iterable[Any], budgets: Sequence[str | float | Budget] = ("0.5x",),
            strategy: str = "evolution", granularity: int | None = None, importance: str | Criterion = "l1",
            max_evaluations: int = 100, iterations: int | None = None, time_budget_s: float | None = None,
            population: int = 16,
@@ -254,7 +254,8 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
            seed: int = 0, fingerprint: dict[str, Any] | None = None, force: bool = False,
            cache: str | Path | None = None, cache_key: str = "", progress: bool = True) -> SearchResult:
     """Per-group channel counts that maximise `eval_fn` (after AdaBN on `calib_data`) with
-    predicted latency under each budget. `table` is a LatencyTable; `granularity` defaults to
+    predicted latency under each budget; `eval_fn` may also be held-out (input, label) batches,
+    scored by top-1. `table` is a LatencyTable; `granularity` defaults to
     its channel step. Evolution runs `iterations` generations of `population` children when given
     (MetaPruning's loop), at most `max_evaluations` candidates either way. Deterministic for a
     seed (a time budget only cuts it short)."""
@@ -279,6 +280,8 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
     labelled = [(b.label, b.ms(full_ms)) for b in parsed]
     check_feasible(dict(labelled), floor_ms, f"{table.fingerprint.get('target')} ({table.fingerprint.get('device')})")
     calib = materialize(calib_data, adabn_batches, "calibration data")
+    if not callable(eval_fn):
+        eval_fn = top1(eval_fn)
     evaluator = Evaluator(gm, space, scores(gm, space, importance), calib, eval_fn,
                           Path(cache) if cache else None, cache_key)
     rng = np.random.default_rng(seed)

@@ -159,6 +159,11 @@ class Target(abc.ABC):
         """Time the engine on its example inputs."""
         return time_calls(lambda: self.run(artifact), timing)
 
+    @property
+    def can_measure(self) -> bool:
+        """Whether this target's device is reachable to time (and run) engines on."""
+        return True
+
     def close(self) -> None:
         """Release remote sessions or devices; local targets hold nothing."""
 

@@ -34,6 +34,10 @@ class TvmAarch64(TvmLlvm):
             raise TargetError("tuning for tvm-aarch64 times candidates on the ARM device: give --rpc-tracker "
                               "HOST:PORT --rpc-key KEY, or --trials 0 to build untuned")
 
+    @property
+    def can_measure(self) -> bool:
+        return self.remote
+
     def target_dict(self) -> dict[str, Any]:
         return {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "mcpu": self.mcpu,
                 "num-cores": self.threads}

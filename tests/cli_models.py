@@ -20,3 +20,10 @@ def untraceable() -> nn.Module:
 
 def not_a_model() -> int:
     return 3
+
+
+def small_fmnist() -> nn.Module:
+    """A two-conv net for 1x28x28 images: small enough to profile on TVM inside a test."""
+    return nn.Sequential(nn.Conv2d(1, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()

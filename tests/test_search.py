@@ -113,3 +113,13 @@ def test_nan_scores_are_refused() -> None:
     with pytest.raises(compiler.BadInputError, match="finite"):
         compiler.search(model(), X, TABLE, CALIB, lambda m: float("nan"), budgets=["0.9x"],
                         max_evaluations=2, progress=False)
+
+
+def test_held_out_batches_are_scored_by_top1() -> None:
+    labels = torch.arange(4) % 10
+    val = [(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9)), labels)]
+    res = compiler.search(model(), X, TABLE, CALIB, val, budgets=["0.9x"], max_evaluations=3, progress=False)
+    assert all(c.score in (0.0, 0.25, 0.5, 0.75, 1.0) for c in res.archive)
+    with pytest.raises(compiler.BadInputError, match="pairs"):
+        compiler.search(model(), X, TABLE, CALIB, [torch.zeros(2)], budgets=["0.9x"], max_evaluations=1,
+                        progress=False)

@@ -1,0 +1,257 @@
+"""The whole pass as one build step: lower -> analyze -> latency table (cached per target
+fingerprint) -> search -> rewrite -> AdaBN -> optional KD fine-tune -> emit -> verify -> report.
+
+Build-system behaviour: the same inputs and seed give the same outputs; a build key (a hash of
+the model's graph and weights, input shapes, target fingerprints, budget, options and data)
+makes an unchanged rebuild return at once from out_dir; tables and search scores live in a
+cache folder, so an interrupted compile resumes; out_dir is staged beside itself and swapped
+in whole, so it never holds a half-written build.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .adabn import adabn
+from .api import rewrite
+from .atomic import atomic_write_text
+from .budget import parse_budget
+from .cost import macs, params
+from .dataspec import Data
+from .emit import emit, verify
+from .errors import BadInputError, VerificationError
+from .evaluate import EvalFn, top1
+from .finetune import finetune
+from .groups import analyze
+from .lower import as_inputs, lower
+from .report import render
+from .search import search
+from .serialize import load
+
+REPORT_SCHEMA = "latprune.report/1"
+
+
+@dataclass
+class CompileResult:
+    model: fx.GraphModule  # the pruned model of the first target
+    widths: dict[str, int]
+    report: dict[str, Any]
+    out_dir: Path
+
+
+def default_cache_dir(out_dir: Path) -> Path:
+    """Tables, search scores and TVM tuning databases: beside the build, shared by rebuilds."""
+    return out_dir.with_name(".latprune-cache")
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def model_digest(gm: fx.GraphModule) -> str:
+    """The graph's code and every parameter and buffer, byte for byte."""
+    h = hashlib.sha256(gm.code.encode())
+    for k, v in gm.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def _table_for(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: Any, cache: Path,
+               table: Any, force: bool, shipped_tables: bool, progress: bool) -> tuple[Any, str]:
+    import latency_tables
+
+    if table is not None:
+        t = latency_tables.load(table) if isinstance(table, (str, Path)) else table
+        t.check_target(target.fingerprint(), force)
+        return t, str(table) if isinstance(table, (str, Path)) else "given"
+    path = cache / "tables" / f"{target.name}-{_digest(target.fingerprint())}.json"
+    if shipped_tables and not path.exists():  # start from a shipped table measured on this very device
+        for shipped in latency_tables.shipped():
+            if latency_tables.load(shipped).fingerprint == target.fingerprint():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, shipped.read_text())
+                break
+    return latency_tables.profile(model, inputs, target, out=path, progress=progress), str(path)
+
+
+def _swap_in(stage: Path, out_dir: Path) -> None:
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    stage.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], target: Any,
+            budget: str | float = "0.5x", budget_ms: float | None = None, table: Any = None,
+            calib_data: Data | None = None, eval_fn: EvalFn | None = None, out_dir: str | Path = "build/latprune",
+            finetune_epochs: float = 0.0, strategy: str = "evolution", max_evaluations: int = 60,
+            seed: int = 0, importance: str = "l1", tolerance: float = 0.03, cache_dir: str | Path | None = None,
+            force: bool = False, verify_engines: bool = True, adabn_batches: int = 8, shipped_tables: bool = True,
+            progress: bool = True) -> CompileResult:
+    """Prune `model` to meet the budget on each target, emit and verify an engine per target.
+    `target` is a Target or a list of them (one search each: widths differ per device);
+    `calib_data` is a Data (training batches for AdaBN / fine-tuning, held-out batches for the
+    search). Raises InfeasibleBudgetError (exit 3) or, after writing the report,
+    VerificationError (exit 4) when an engine misses its budget or disagrees with PyTorch.
+    `verify_engines=False` emits without timing (a cross-compiled target with no device
+    attached); the report's status is then "unverified". `adabn_batches` training batches
+    re-estimate BN statistics per candidate (its cost scales with the model: fewer for big
+    models); `shipped_tables=False` profiles afresh instead of starting from a shipped table
+    measured on this very device."""
+    t_start = time.perf_counter()
+    targets_ = list(target) if isinstance(target, (list, tuple)) else [target]
+    if calib_data is None:
+        raise BadInputError("compile needs data: calibration batches for AdaBN and held-out batches for the search")
+    spec = parse_budget(budget_ms if budget_ms is not None else budget)
+    if adabn_batches < 1:
+        raise BadInputError(f"adabn_batches must be >= 1 (BN statistics need data), got {adabn_batches}")
+    for t in targets_:
+        if not t.can_measure and table is None:
+            raise BadInputError(f"{t.name} has no device attached to profile on: give --rpc HOST:PORT (or "
+                                "--rpc-tracker/--rpc-key), or --table with a table measured on the device")
+        if not t.can_measure and verify_engines:
+            raise BadInputError(f"{t.name} has no device attached to verify the engine on: give --rpc HOST:PORT "
+                                "(or --rpc-tracker/--rpc-key), or --no-verify to emit the engine unmeasured")
+    inputs = as_inputs(example_inputs)
+    out_dir = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir(out_dir)
+    model = model.eval()
+    gm = lower(model, inputs)
+    key = _digest(model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_],
+                  spec.label, strategy, max_evaluations, seed, importance, finetune_epochs, tolerance,
+                  calib_data.digest(), eval_fn.__qualname__ if eval_fn else "top1", verify_engines, adabn_batches,
+                  REPORT_SCHEMA)
+    cached = _cached(out_dir, key)
+    if cached is not None:
+        return cached
+    metric = eval_fn or top1(calib_data.val)
+    seconds: dict[str, float] = {}
+    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "build_key": key, "model": type(model).__name__,
+                              "inputs": [list(t.shape) for t in inputs], "seed": seed, "budget": spec.label,
+                              "data": calib_data.source, "targets": {}, "seconds": seconds}
+    t0 = time.perf_counter()
+    base_score = metric(model)
+    seconds["evaluate_original"] = time.perf_counter() - t0
+    stage = out_dir.with_name(f".{out_dir.name}.staging")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        failures, first = _build(model, gm, inputs, targets_, spec, table, calib_data, metric, base_score, stage,
+                                 out_dir, cache, key, report, seconds, finetune_epochs, strategy, max_evaluations,
+                                 seed, importance, tolerance, force, verify_engines, adabn_batches, shipped_tables,
+                                 progress)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # an interrupted or failed build leaves nothing half-written
+        raise
+    seconds["total"] = time.perf_counter() - t_start
+    report["status"] = "verification_failed" if failures else "ok" if verify_engines else "unverified"
+    report["failures"] = failures
+    atomic_write_text(stage / "report.json", json.dumps(report, indent=1, default=float) + "\n")
+    atomic_write_text(stage / "report.html", render(report))
+    _swap_in(stage, out_dir)
+    if failures:
+        raise VerificationError("verification failed: " + "; ".join(failures) + f" (see {out_dir / 'report.json'})")
+    return CompileResult(first[0], first[1], report, out_dir)
+
+
+def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], targets_: list[Any], spec: Any,
+           table: Any, calib_data: Data, metric: EvalFn, base_score: float, stage: Path, out_dir: Path, cache: Path,
+           key: str, report: dict[str, Any], seconds: dict[str, float], finetune_epochs: float, strategy: str,
+           max_evaluations: int, seed: int, importance: str, tolerance: float, force: bool, verify_engines: bool,
+           adabn_batches: int, shipped_tables: bool, progress: bool) -> tuple[list[str], tuple[fx.GraphModule, dict[str, int]]]:
+    """Per target: table, search, rewrite + AdaBN (+ KD fine-tune), emit into `stage`, verify."""
+    failures: list[str] = []
+    first: tuple[fx.GraphModule, dict[str, int]] | None = None
+    for tgt in targets_:
+        t0 = time.perf_counter()
+        tbl, table_path = _table_for(model, inputs, tgt, cache, table, force, shipped_tables, progress)
+        t1 = time.perf_counter()
+        res = search(model, inputs, tbl, calib_data.train, metric, budgets=[spec], strategy=strategy,
+                     granularity=tgt.channel_step, importance=importance, max_evaluations=max_evaluations,
+                     adabn_batches=adabn_batches, seed=seed, fingerprint=tgt.fingerprint(), force=force,
+                     progress=progress,
+                     cache=cache / "scores" / f"{key}-{tgt.name}.json", cache_key=key)
+        t2 = time.perf_counter()
+        best = res.best
+        space = analyze(gm, multiple_of=tgt.channel_step)
+        pruned = rewrite(gm, space, best.widths, importance, inputs)
+        adabn(pruned, calib_data.train, max_batches=adabn_batches)
+        acc = {"original": base_score, "adabn": metric(pruned), "finetuned": None}
+        t3 = time.perf_counter()
+        if finetune_epochs > 0:
+            tuned = finetune(pruned, model, calib_data.train, finetune_epochs, seed=seed, progress=progress)
+            tuned.meta.update(pruned.meta)
+            pruned = tuned
+            acc["finetuned"] = metric(pruned)
+        t4 = time.perf_counter()
+        artifact, files = emit(pruned, inputs, tgt, stage / tgt.name)
+        t5 = time.perf_counter()
+        if verify_engines:
+            from latency_tables.profile import MODEL_TIMING
+            check = verify(pruned, inputs, tgt, artifact, best.budget_ms, best.latency_ms, tolerance, MODEL_TIMING)
+            failures += _failures(tgt.name, check)
+        else:
+            check = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,
+                     "predicted_ms": best.latency_ms}
+        t6 = time.perf_counter()
+        seconds.update({f"{tgt.name}/table": t1 - t0, f"{tgt.name}/search": t2 - t1, f"{tgt.name}/rewrite_adabn": t3 - t2,
+                        f"{tgt.name}/finetune": t4 - t3, f"{tgt.name}/emit": t5 - t4, f"{tgt.name}/verify": t6 - t5})
+        report["targets"][tgt.name] = {
+            "fingerprint": tgt.fingerprint(), "table": table_path, "budget": spec.label, "budget_ms": best.budget_ms,
+            "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": check,
+            "accuracy": acc, "widths": best.widths,
+            "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable} for g in space.groups],
+            "params": {"original": params(model), "pruned": params(pruned)},
+            "macs": {"original": macs(model, inputs), "pruned": macs(pruned, inputs)},
+            "search": {"stats": res.stats, "archive": [[c.latency_ms, c.score] for c in res.archive],
+                       "pareto": [[c.latency_ms, c.score] for c in res.pareto()]},
+            "files": {k: str(Path(out_dir) / Path(v).relative_to(stage)) if Path(v).is_relative_to(stage) else v
+                      for k, v in files.items()}}
+        first = first or (pruned, best.widths)
+    assert first is not None
+    return failures, first
+
+
+def _failures(name: str, check: dict[str, Any]) -> list[str]:
+    out = []
+    if not check["within_budget"]:
+        out.append(f"{name}: measured {check['measured_ms']:.4g} ms is over the budget {check['budget_ms']:.4g} ms "
+                   f"(+{check['tolerance']:.0%} for noise)")
+    if not check["outputs_match"]:
+        out.append(f"{name}: engine outputs differ from the pruned PyTorch model "
+                   f"(max rel. error {check['output_max_rel_error']:.2e})")
+    return out
+
+
+def _cached(out_dir: Path, key: str) -> CompileResult | None:
+    """The previous build's result when its key matches and its files are all there."""
+    path = out_dir / "report.json"
+    if not path.exists():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if report.get("build_key") != key or report.get("status") not in ("ok", "unverified"):
+        return None
+    files = [Path(f) for t in report["targets"].values() for f in t["files"].values()]
+    if not all(f.exists() for f in files):
+        return None
+    first = next(iter(report["targets"].values()))
+    report["cached"] = True
+    return CompileResult(load(first["files"]["pytorch"]), first["widths"], report, out_dir)

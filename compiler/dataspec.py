@@ -1,0 +1,157 @@
+"""Turn the CLI's --data / --eval arguments into training batches, held-out batches and a metric.
+
+--data takes `fashion-mnist` (Debian's dataset-fashion-mnist), a folder of images in
+ImageFolder layout (class sub-folders; `train/` and `val/` sub-folders are used when present),
+a `.npz` with `x`/`y` arrays (and optionally `x_val`/`y_val`), or `package.module:function`
+returning (train, val) iterables of (input, label) batches. Every form is checked up front:
+malformed data is a BadInputError naming the problem, never a failure deep in a forward pass.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import BadInputError
+from .evaluate import EvalFn, top1
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Data:
+    """Training batches (calibration, fine-tuning) and held-out batches (search fitness, report)."""
+
+    train: list[Batch]
+    val: list[Batch]
+    source: str
+
+    def digest(self) -> str:
+        """A content hash, so that caches keyed on it notice changed data."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for x, y in self.train[:4] + self.val:
+            h.update(x.numpy().tobytes())
+            h.update(y.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int) -> list[Batch]:
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+
+
+def _check(x: torch.Tensor, y: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
+    if x.ndim != len(shape) or tuple(x.shape[1:]) != tuple(shape[1:]):
+        raise BadInputError(f"{what}: inputs have shape {tuple(x.shape)}, the model takes "
+                            f"(N, {', '.join(map(str, shape[1:]))}); check --input-shape or the data")
+    if len(x) != len(y) or len(x) == 0:
+        raise BadInputError(f"{what}: {len(x)} inputs and {len(y)} labels; they must match and be non-empty")
+    if not torch.isfinite(x).all():
+        raise BadInputError(f"{what}: the inputs contain NaN or infinite values")
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, len(x) // 10)
+    return (x[order[n_val:]], y[order[n_val:]]), (x[order[:n_val]], y[order[:n_val]])
+
+
+def _npz(path: Path, shape: tuple[int, ...], seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise BadInputError(f"cannot read {path} as .npz: {type(exc).__name__}: {exc}") from None
+    if "x" not in arrays or "y" not in arrays:
+        raise BadInputError(f"{path} must hold arrays 'x' and 'y' (optionally 'x_val', 'y_val'); it has {sorted(arrays)}")
+
+    def pair(xk: str, yk: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = arrays[xk], arrays[yk]
+        if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
+            raise BadInputError(f"{path}: '{xk}' must be numeric and '{yk}' integer class labels")
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+
+    if "x_val" in arrays and "y_val" in arrays:
+        return pair("x", "y"), pair("x_val", "y_val")
+    return _split(*pair("x", "y"), seed)
+
+
+def _folder(root: Path, shape: tuple[int, ...], seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    from torchvision import datasets, transforms
+
+    c, h, w = shape[1:]
+    tf = transforms.Compose([transforms.Grayscale(c) if c in (1, 3) else transforms.Lambda(lambda i: i),
+                             transforms.Resize((h, w)), transforms.ToTensor()])
+
+    def load(d: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            ds = datasets.ImageFolder(str(d), transform=tf)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise BadInputError(f"{d} is not an ImageFolder (one sub-folder of images per class): {exc}") from None
+        xs, ys = zip(*(ds[i] for i in range(len(ds))))
+        return torch.stack(xs), torch.tensor(ys)
+
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return load(root / "train"), load(root / "val")
+    return _split(*load(root), seed)
+
+
+def _function(spec: str) -> tuple[Iterable[Any], Iterable[Any]]:
+    mod, _, fn = spec.partition(":")
+    try:
+        out = getattr(importlib.import_module(mod), fn)()
+    except Exception as exc:
+        raise BadInputError(f"--data {spec}: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise BadInputError(f"--data {spec} must return (train, val) iterables of (input, label) batches")
+    return out
+
+
+def load_data(spec: str, input_shape: tuple[int, ...], batch_size: int = 64, seed: int = 0,
+              max_train: int | None = None, max_val: int | None = 2000) -> Data:
+    """Read --data into batches of `batch_size`, checked against the model's input shape."""
+    for name, n in (("batch size", batch_size), ("--eval-images", max_val), ("max_train", max_train)):
+        if n is not None and n < 1:
+            raise BadInputError(f"{name} must be a positive number of images, got {n}")
+    if spec == "fashion-mnist":
+        from .data import split_train
+        (xt, yt), (xv, yv) = split_train()
+    elif ":" in spec and not Path(spec).exists():
+        train, val = _function(spec)
+        tb = [tuple(b) for b in train]
+        vb = [tuple(b) for b in val]
+        if not tb or not vb or not all(len(b) == 2 for b in tb + vb):
+            raise BadInputError(f"--data {spec} must yield non-empty (input, label) batches")
+        xt, yt = torch.cat([b[0] for b in tb]), torch.cat([b[1] for b in tb])
+        xv, yv = torch.cat([b[0] for b in vb]), torch.cat([b[1] for b in vb])
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise BadInputError(f"--data {spec}: no such file or folder (give fashion-mnist, an ImageFolder "
+                                "folder, a .npz with x/y, or package.module:function)")
+        (xt, yt), (xv, yv) = _npz(path, input_shape, seed) if path.suffix == ".npz" else _folder(path, input_shape, seed)
+    for x, y, what in ((xt, yt, "training data"), (xv, yv, "validation data")):
+        _check(x, y, input_shape, f"--data {spec}: {what}")
+    order = torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))
+    xt, yt = xt[order[:max_train]], yt[order[:max_train]]
+    return Data(_batches(xt, yt, batch_size), _batches(xv[:max_val], yv[:max_val], 500), spec)
+
+
+def load_metric(spec: str | None) -> Callable[[list[Batch]], EvalFn]:
+    """--eval: `package.module:function(val_batches) -> eval_fn`; default top-1."""
+    if spec is None:
+        return top1
+    mod, _, fn = spec.partition(":")
+    try:
+        make = getattr(importlib.import_module(mod), fn)
+    except Exception as exc:
+        raise BadInputError(f"--eval {spec}: {type(exc).__name__}: {exc}") from None
+    if not callable(make):
+        raise BadInputError(f"--eval {spec} is not callable")
+    return make

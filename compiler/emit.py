@@ -1,0 +1,60 @@
+"""Pass 7: emit a pruned model per target and verify the engine on the device.
+
+Emits the reloadable pruned PyTorch model (`model.latprune`, see compiler.save), ONNX, and the
+target's engine (ORT-optimised model, TVM library + params + its tuning database, TensorRT
+plan). Verification times the engine where it runs (locally or over TVM RPC) and checks its
+outputs against the pruned PyTorch model on the example inputs.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from .export import export_onnx
+from .serialize import save
+
+OUTPUT_RTOL = {"fp32": 1e-3, "fp16": 2e-2}
+
+
+def emit(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Any, out_dir: Path) -> tuple[Any, dict[str, str]]:
+    """Write every artifact for `target` under out_dir; returns (the loaded engine, files)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save(pruned, out_dir / "model.latprune")
+    artifact = target.build(pruned, inputs, out_dir=out_dir)
+    files = {"pytorch": out_dir / "model.latprune", **artifact.files}
+    if "onnx" not in files:
+        export_onnx(pruned, inputs, out_dir / "model.onnx")
+        files["onnx"] = out_dir / "model.onnx"
+    db = files.get("tuning_db")
+    if db is not None and Path(db).is_dir() and Path(db).resolve() != (out_dir / "tuning_db").resolve():
+        dest = out_dir / "tuning_db"
+        tmp = out_dir / ".tuning_db.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(db, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        files["tuning_db"] = dest
+    return artifact, {k: str(v) for k, v in files.items()}
+
+
+def verify(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Any, artifact: Any,
+           budget_ms: float, predicted_ms: float, tolerance: float, timing: Any) -> dict[str, Any]:
+    """Measure the engine and compare it to the budget (plus `tolerance` for noise), to the
+    prediction, and its outputs to the pruned PyTorch model's."""
+    stats = target.measure(artifact, timing)
+    with torch.no_grad():
+        ref = pruned(*inputs)
+    refs = [t.detach().numpy() for t in (ref if isinstance(ref, (tuple, list)) else (ref,))]
+    outs = target.run(artifact)
+    err = max(float(np.max(np.abs(o - r)) / max(float(np.max(np.abs(r))), 1e-12)) for o, r in zip(outs, refs))
+    rtol = OUTPUT_RTOL.get(target.fingerprint().get("precision", "fp32"), 1e-3)
+    return {"measured_ms": stats.median_ms, "measured_p10_ms": stats.p10_ms, "measured_p90_ms": stats.p90_ms,
+            "runs": stats.runs, "budget_ms": budget_ms, "predicted_ms": predicted_ms,
+            "prediction_error_pct": (predicted_ms - stats.median_ms) / stats.median_ms * 100,
+            "within_budget": stats.median_ms <= budget_ms * (1 + tolerance), "tolerance": tolerance,
+            "output_max_rel_error": err, "output_rtol": rtol, "outputs_match": err <= rtol and len(outs) == len(refs)}

@@ -1,0 +1,73 @@
+"""report.html: the compile report as a page a person reads: summary table, the search's
+Pareto front (predicted latency vs score) and per-group widths, one section per target."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(t: dict[str, Any]) -> tuple[str, str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = t["search"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.scatter([c[0] for c in s["archive"]], [c[1] for c in s["archive"]], s=10, alpha=0.5, label="candidates")
+    front = s["pareto"]
+    ax.plot([c[0] for c in front], [c[1] for c in front], "r-o", ms=3, label="Pareto front")
+    ax.axvline(t["budget_ms"], color="k", ls=":", label="budget")
+    ax.scatter([t["predicted_ms"]], [t["accuracy"]["adabn"]], marker="*", s=160, color="gold", edgecolor="k",
+               label="chosen", zorder=5)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("score after AdaBN")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    pareto = _png(fig)
+    groups = [g for g in t["groups"] if g["prunable"]]
+    fig, ax = plt.subplots(figsize=(max(6, len(groups) * 0.25), 3.4))
+    ax.bar(range(len(groups)), [g["size"] for g in groups], color="#ddd", label="original")
+    ax.bar(range(len(groups)), [g["kept"] for g in groups], color="#3a7", label="kept")
+    ax.set_xlabel("prunable channel group (graph order)")
+    ax.set_ylabel("channels")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return pareto, _png(fig)
+
+
+def render(report: dict[str, Any]) -> str:
+    esc = html.escape
+    parts = [f"<h1>latprune compile: {esc(str(report['model']))}</h1>",
+             f"<p>status: <b>{esc(report['status'])}</b>; seed {report['seed']}; "
+             f"total {report['seconds']['total']:.1f} s</p>"]
+    for name, t in report["targets"].items():
+        v, acc = t["verify"], t["accuracy"]
+        measured = v["skipped"] if "skipped" in v else \
+            f"{v['measured_ms']:.4g} ms (p10-p90 {v['measured_p10_ms']:.4g}-{v['measured_p90_ms']:.4g})"
+        rows = [("budget", f"{t['budget']} = {t['budget_ms']:.4g} ms"),
+                ("predicted / measured", f"{t['predicted_ms']:.4g} ms / {measured}"),
+                ("unpruned (predicted)", f"{t['full_ms']:.4g} ms"),
+                ("params / MACs", f"{t['params']['pruned']:,} / {t['macs']['pruned']:,} "
+                                  f"(of {t['params']['original']:,} / {t['macs']['original']:,})"),
+                ("accuracy", ", ".join(f"{k} {v:.4f}" for k, v in acc.items() if v is not None)),
+                ("outputs vs PyTorch", v["skipped"] if "skipped" in v else f"max rel. error {v['output_max_rel_error']:.2e}"),
+                ("search", f"{t['search']['stats']['candidates']} candidates, "
+                           f"{t['search']['stats']['candidates_per_second']} /s")]
+        pareto, widths = _plots(t)
+        parts += [f"<h2>{esc(name)}</h2><table>"] + [f"<tr><th align=left>{esc(k)}</th><td>{esc(x)}</td></tr>"
+                                                    for k, x in rows] + ["</table>",
+                  f'<img src="data:image/png;base64,{pareto}"> <img src="data:image/png;base64,{widths}">']
+    return "<!doctype html><meta charset=utf-8><title>latprune report</title>" \
+           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 10px}</style>" \
+           + "\n".join(parts)

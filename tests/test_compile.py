@@ -1,0 +1,214 @@
+"""`latprune compile` end to end through the CLI, as a build step: a trained reference model on
+real Fashion-MNIST images (a .npz subset), the shipped ORT table, engines emitted and verified,
+the report, the cache, the depfile, every exit code from a real bad input, and SIGINT."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import compiler
+import latency_tables
+from compiler.data import split_train
+from test_cli import ROOT, latprune
+
+TABLE = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
+MODEL = "compiler.models:mobilenet_v2_small_fmnist"
+SHAPE = "1,1,28,28"
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory) -> Path:
+    """1,200 real Fashion-MNIST training images (x, y) and 400 held-out ones (x_val, y_val)."""
+    (xt, yt), (xv, yv) = split_train()
+    path = tmp_path_factory.mktemp("data") / "fmnist.npz"
+    np.savez(path, x=xt[:1200].numpy(), y=yt[:1200].numpy(), x_val=xv[:400].numpy(), y_val=yv[:400].numpy())
+    return path
+
+
+def compile_args(npz: Path, out: Path, *extra: str) -> list[str]:
+    return ["compile", MODEL, "--input-shape", SHAPE, "--data", str(npz), "--table", str(TABLE), "--out", str(out),
+            "--evaluations", "6", "--quiet", *extra]
+
+
+def test_compile_emits_verified_engines_and_a_report(npz, tmp_path) -> None:
+    out = tmp_path / "build"
+    dep = tmp_path / "build.d"
+    r = latprune(*compile_args(npz, out, "--budget", "0.6x", "--json", "--depfile", str(dep),
+                               "--finetune-epochs", "0.2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)  # --json: the report on stdout, progress on stderr
+    assert rep == json.loads((out / "report.json").read_text())
+    t = rep["targets"]["onnxruntime-cpu"]
+    v = t["verify"]
+    assert v["within_budget"] and v["outputs_match"] and v["measured_ms"] <= t["budget_ms"] * 1.03
+    assert t["predicted_ms"] <= t["budget_ms"] == pytest.approx(0.6 * t["full_ms"])
+    assert t["params"]["pruned"] < t["params"]["original"] and t["macs"]["pruned"] < t["macs"]["original"]
+    acc = t["accuracy"]
+    assert acc["original"] > 0.8 and acc["adabn"] > 0.3 and acc["finetuned"] is not None
+    assert {"table", "search", "rewrite_adabn", "finetune", "emit", "verify"} <= {k.split("/")[-1] for k in rep["seconds"]}
+    assert (out / "report.html").read_text().count("data:image/png;base64") == 2
+    # the emitted artifacts: a reloadable pruned model, ONNX, and the ORT-optimised engine
+    files = t["files"]
+    pruned = compiler.load(files["pytorch"])
+    x = torch.from_numpy(np.load(npz)["x_val"][:1])  # the engine is built for batch 1
+    sess = ort.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, pruned(x).detach().numpy(), rtol=1e-3, atol=1e-4)
+    assert Path(files["engine"]).name == "model.ort.onnx"
+    # a Make/Ninja depfile naming the report and what it was built from
+    deps = dep.read_text()
+    assert deps.startswith(f"{(out / 'report.json').as_posix()}: ") and str(npz) in deps and "models.py" in deps
+    # same inputs and seed: the rebuild is served from the build key, and says so
+    t0 = time.perf_counter()
+    again = latprune(*compile_args(npz, out, "--budget", "0.6x", "--json", "--finetune-epochs", "0.2"))
+    assert again.returncode == 0 and json.loads(again.stdout)["cached"] is True
+    assert json.loads(again.stdout)["targets"]["onnxruntime-cpu"]["widths"] == t["widths"]
+    assert time.perf_counter() - t0 < 60
+
+
+def test_compile_is_deterministic_for_a_seed(npz, tmp_path) -> None:
+    reps = []
+    for name in ("a", "b"):
+        r = latprune(*compile_args(npz, tmp_path / name, "--budget", "0.7x", "--json",
+                                   "--cache-dir", str(tmp_path / f"cache-{name}")))
+        assert r.returncode == 0, r.stderr[-2000:]
+        reps.append(json.loads(r.stdout)["targets"]["onnxruntime-cpu"])
+    assert reps[0]["widths"] == reps[1]["widths"]
+    assert reps[0]["search"]["archive"] == reps[1]["search"]["archive"]
+
+
+def _foreign_table(tmp_path: Path, scale: float, **fingerprint: object) -> Path:
+    """The shipped table as if measured on another device: latencies scaled, fingerprint changed."""
+    t = latency_tables.load(TABLE)
+    t.fingerprint.update(fingerprint)
+    for e in t.entries.values():
+        e.points = {k: [v[0] * scale, v[1] * scale, v[2] * scale, v[3]] for k, v in e.points.items()}
+    path = tmp_path / "foreign.json"
+    t.save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["untraceable", "corrupt_table", "foreign_table", "nan_data", "wrong_shape",
+                                  "infeasible", "over_budget"])
+def test_exit_codes_from_real_bad_inputs(case, npz, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = compile_args(npz, out)
+    if case == "untraceable":
+        args[1] = "tests/cli_models.py:untraceable"
+    elif case == "corrupt_table":
+        bad = tmp_path / "t.json"
+        bad.write_text(TABLE.read_text()[:5000])
+        args[args.index("--table") + 1] = str(bad)
+    elif case == "foreign_table":
+        args[args.index("--table") + 1] = str(_foreign_table(tmp_path, 1.0, device="Cortex-A72"))
+    elif case in ("nan_data", "wrong_shape"):
+        z = dict(np.load(npz))
+        if case == "nan_data":
+            z["x"][3, 0, 5, 5] = np.nan
+        else:
+            z["x"] = np.repeat(z["x"], 3, axis=1)
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **z)
+        args[args.index("--data") + 1] = str(bad)
+    elif case == "infeasible":
+        args += ["--budget", "0.05x"]
+    elif case == "over_budget":  # a faster device's table, forced onto this one: the engine misses it
+        args[args.index("--table") + 1] = str(_foreign_table(tmp_path, 0.4, device="a faster CPU"))
+        args += ["--force", "--budget", "0.8x"]
+    r = latprune(*args)
+    want = {"infeasible": 3, "over_budget": 4}.get(case, 2)
+    assert r.returncode == want, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "latprune: error:" in r.stderr
+    msg = r.stderr.split("latprune: error:")[-1]
+    expect = {"untraceable": "trace", "corrupt_table": "corrupt", "foreign_table": "device", "nan_data": "NaN",
+              "wrong_shape": "shape", "infeasible": "smallest reachable latency", "over_budget": "over the budget"}
+    assert expect[case] in msg, msg
+    if case == "over_budget":  # the report says why, and the artifacts are there to inspect
+        assert json.loads((out / "report.json").read_text())["status"] == "verification_failed"
+    else:
+        assert not out.exists()
+
+
+def test_sigint_mid_search_leaves_nothing_and_the_rerun_resumes(npz, tmp_path) -> None:
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = compile_args(npz, out, "--cache-dir", str(cache), "--budget", "0.6x")
+    args[args.index("--evaluations") + 1] = "30"
+    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    scores = cache / "scores"
+    deadline = time.time() + 240
+    time.sleep(20)  # let the search get going
+    while time.time() < deadline and proc.poll() is None and not scores.exists():
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))  # no partial build, no staging left
+    saved = json.loads(next(scores.glob("*.json")).read_text())["scores"]
+    assert saved, "the interrupted search saved no scores"
+    r = latprune(*args, "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = json.loads(r.stdout)["targets"]["onnxruntime-cpu"]["search"]["stats"]
+    assert stats["cache_hits"] >= 1 and stats["evaluations"] <= 30 - stats["cache_hits"]
+
+
+needs_tvm = pytest.mark.skipif(importlib.util.find_spec("tvm") is None,
+                               reason="TVM is part of the test extras; install with pip install -e '.[test]'")
+
+
+@needs_tvm
+def test_compile_on_tvm_llvm_profiles_tunes_and_verifies(npz, tmp_path) -> None:
+    """Cold: no table given, so compile profiles the model on TVM into its cache first. Untuned
+    (--trials 0) to keep the test short; the tuned path's database is tested in test_targets."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    r = latprune("compile", "tests/cli_models.py:small_fmnist", "--input-shape", SHAPE, "--data", str(npz),
+                 "--target", "tvm-llvm", "--trials", "0", "--budget", "0.8x", "--evaluations", "4",
+                 "--tolerance", "0.5", "--out", str(out), "--cache-dir", str(cache), "--quiet", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    t = json.loads(r.stdout)["targets"]["tvm-llvm"]
+    assert t["fingerprint"]["target"] == "tvm-llvm" and Path(t["table"]).parent == cache / "tables"
+    assert latency_tables.load(t["table"]).fingerprint == t["fingerprint"]
+    v = t["verify"]
+    assert v["outputs_match"] and v["within_budget"] and v["measured_ms"] > 0 and t["predicted_ms"] <= t["budget_ms"]
+    files = {k: Path(p) for k, p in t["files"].items()}
+    assert files["engine"].read_bytes()[:4] == b"\x7fELF" and files["params"].exists()
+    assert files["tuning_db"].is_dir() and files["tuning_db"].parent == out / "tvm-llvm"
+    assert (cache / "tvm_tuning" / "tvm-llvm").is_dir()  # the database lives with the table, for the next build
+    x = torch.from_numpy(np.load(npz)["x_val"][:1])
+    assert compiler.load(files["pytorch"])(x).shape == (1, 10)
+
+
+@needs_tvm
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
+                    reason="needs gcc-aarch64-linux-gnu (CI installs it with apt-get)")
+def test_compile_cross_compiles_for_tvm_aarch64(npz, tmp_path) -> None:
+    """With no ARM device attached: a table measured elsewhere (forced), --no-verify, and an
+    aarch64 shared library out. Without those flags the error says what to give."""
+    out = tmp_path / "out"
+    base = ["compile", MODEL, "--input-shape", SHAPE, "--data", str(npz), "--target", "tvm-aarch64", "--trials", "0",
+            "--out", str(out), "--evaluations", "4", "--budget", "0.7x", "--quiet"]
+    no_table = latprune(*base)
+    assert no_table.returncode == 2 and "--table" in no_table.stderr and "--rpc" in no_table.stderr
+    no_device = latprune(*base, "--table", str(TABLE), "--force")
+    assert no_device.returncode == 2 and "--no-verify" in no_device.stderr and not out.exists()
+    r = latprune(*base, "--table", str(TABLE), "--force", "--no-verify", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    assert rep["status"] == "unverified" and "skipped" in rep["targets"]["tvm-aarch64"]["verify"]
+    files = rep["targets"]["tvm-aarch64"]["files"]
+    head = Path(files["engine"]).read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+    assert Path(files["onnx"]).exists() and compiler.load(files["pytorch"]) is not None
