@@ -120,8 +120,7 @@ def _deps(args: argparse.Namespace) -> list[str]:
     elif args.data == "fashion-mnist":
         from .data import FASHION_MNIST
         deps += [str(p) for p in sorted(FASHION_MNIST.glob("*.gz"))]
-    if args.table:
-        deps.append(str(args.table))
+    deps += [str(t) for t in args.table or []]
     if args.model.startswith("compiler.models:"):
         from .models import CHECKPOINTS
         deps += [str(p) for p in sorted(CHECKPOINTS.glob("*.pt"))]
@@ -210,7 +209,8 @@ def parser() -> argparse.ArgumentParser:
                    help="training batches that re-estimate BN statistics per candidate (default 8)")
     p.add_argument("--eval-images", type=int, default=2000, help="held-out images that score candidates (default 2000)")
     p.add_argument("--out", type=Path, default=Path("build/latprune"))
-    p.add_argument("--table", type=Path, help="use this latency table (default: profile into the cache)")
+    p.add_argument("--table", type=Path, action="append",
+                   help="use this latency table (one per --target, in order; default: profile into the cache)")
     p.add_argument("--cache-dir", type=Path, help="tables and search scores (default: beside --out)")
     p.add_argument("--finetune-epochs", type=float, default=0.0, help="KD fine-tune from the original (default 0)")
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"])

@@ -61,6 +61,15 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()[:20]
 
 
+def _file_digest(table: Any) -> str | None:
+    """A given table file's bytes, so that an edited table rebuilds (an object: its identity)."""
+    if table is None:
+        return None
+    if isinstance(table, (str, Path)) and Path(table).is_file():
+        return hashlib.sha256(Path(table).read_bytes()).hexdigest()[:20]
+    return str(table)
+
+
 def model_digest(gm: fx.GraphModule) -> str:
     """The graph's code and every parameter and buffer, byte for byte."""
     h = hashlib.sha256(gm.code.encode())
@@ -121,8 +130,12 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     spec = parse_budget(budget_ms if budget_ms is not None else budget)
     if adabn_batches < 1:
         raise BadInputError(f"adabn_batches must be >= 1 (BN statistics need data), got {adabn_batches}")
-    for t in targets_:
-        if not t.can_measure and table is None:
+    tables = list(table) if isinstance(table, (list, tuple)) else [table] * len(targets_)
+    if len(tables) != len(targets_):
+        raise BadInputError(f"{len(tables)} latency tables for {len(targets_)} targets: give one per target, "
+                            "in --target order, or none (each target's table is profiled into the cache)")
+    for t, tbl in zip(targets_, tables):
+        if not t.can_measure and tbl is None:
             raise BadInputError(f"{t.name} has no device attached to profile on: give --rpc HOST:PORT (or "
                                 "--rpc-tracker/--rpc-key), or --table with a table measured on the device")
         if not t.can_measure and verify_engines:
@@ -136,7 +149,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     key = _digest(model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_],
                   spec.label, strategy, max_evaluations, seed, importance, finetune_epochs, tolerance,
                   calib_data.digest(), eval_fn.__qualname__ if eval_fn else "top1", verify_engines, adabn_batches,
-                  REPORT_SCHEMA)
+                  [_file_digest(t) for t in tables], REPORT_SCHEMA)
     cached = _cached(out_dir, key)
     if cached is not None:
         return cached
@@ -151,7 +164,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     stage = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        failures, first = _build(model, gm, inputs, targets_, spec, table, calib_data, metric, base_score, stage,
+        failures, first = _build(model, gm, inputs, targets_, spec, tables, calib_data, metric, base_score, stage,
                                  out_dir, cache, key, report, seconds, finetune_epochs, strategy, max_evaluations,
                                  seed, importance, tolerance, force, verify_engines, adabn_batches, shipped_tables,
                                  progress)
@@ -170,14 +183,14 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
 
 
 def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], targets_: list[Any], spec: Any,
-           table: Any, calib_data: Data, metric: EvalFn, base_score: float, stage: Path, out_dir: Path, cache: Path,
+           tables: list[Any], calib_data: Data, metric: EvalFn, base_score: float, stage: Path, out_dir: Path, cache: Path,
            key: str, report: dict[str, Any], seconds: dict[str, float], finetune_epochs: float, strategy: str,
            max_evaluations: int, seed: int, importance: str, tolerance: float, force: bool, verify_engines: bool,
            adabn_batches: int, shipped_tables: bool, progress: bool) -> tuple[list[str], tuple[fx.GraphModule, dict[str, int]]]:
     """Per target: table, search, rewrite + AdaBN (+ KD fine-tune), emit into `stage`, verify."""
     failures: list[str] = []
     first: tuple[fx.GraphModule, dict[str, int]] | None = None
-    for tgt in targets_:
+    for tgt, table in zip(targets_, tables):
         t0 = time.perf_counter()
         tbl, table_path = _table_for(model, inputs, tgt, cache, table, force, shipped_tables, progress)
         t1 = time.perf_counter()

@@ -92,6 +92,10 @@ def test_compile_emits_verified_engines_and_a_report(npz, table, tmp_path) -> No
     assert again.returncode == 0 and json.loads(again.stdout)["cached"] is True
     assert json.loads(again.stdout)["targets"]["onnxruntime-cpu"]["widths"] == t["widths"]
     assert time.perf_counter() - t0 < 60
+    # an edited table is a changed input: rebuilt, not served from the cache
+    edited = _foreign_table(table, tmp_path, 1.001)
+    r3 = latprune(*compile_args(npz, edited, out, "--budget", "0.6x", "--json", "--finetune-epochs", "0.2"))
+    assert r3.returncode == 0 and not json.loads(r3.stdout).get("cached"), r3.stderr[-2000:]
 
 
 def test_compile_is_deterministic_for_a_seed(npz, table, tmp_path) -> None:
@@ -117,7 +121,7 @@ def _foreign_table(table: Path, tmp_path: Path, scale: float, **fingerprint: obj
 
 
 @pytest.mark.parametrize("case", ["untraceable", "corrupt_table", "foreign_table", "nan_data", "wrong_shape",
-                                  "infeasible", "over_budget"])
+                                  "infeasible", "over_budget", "two_tables"])
 def test_exit_codes_from_real_bad_inputs(case, npz, table, tmp_path) -> None:
     out = tmp_path / "out"
     args = compile_args(npz, table, out)
@@ -140,6 +144,8 @@ def test_exit_codes_from_real_bad_inputs(case, npz, table, tmp_path) -> None:
         args[args.index("--data") + 1] = str(bad)
     elif case == "infeasible":
         args += ["--budget", "0.05x"]
+    elif case == "two_tables":  # one target, two tables
+        args += ["--table", str(table)]
     elif case == "over_budget":  # a faster device's table, forced onto this one: the engine misses it
         args[args.index("--table") + 1] = str(_foreign_table(table, tmp_path, 0.4, device="a faster CPU"))
         args += ["--force", "--budget", "0.8x"]
@@ -149,7 +155,7 @@ def test_exit_codes_from_real_bad_inputs(case, npz, table, tmp_path) -> None:
     assert "Traceback" not in r.stderr and "latprune: error:" in r.stderr
     msg = r.stderr.split("latprune: error:")[-1]
     expect = {"untraceable": "trace", "corrupt_table": "corrupt", "foreign_table": "device", "nan_data": "NaN",
-              "wrong_shape": "shape", "infeasible": "smallest reachable latency", "over_budget": "over the budget"}
+              "wrong_shape": "shape", "infeasible": "smallest reachable latency", "over_budget": "over the budget", "two_tables": "one per target"}
     assert expect[case] in msg, msg
     if case == "over_budget":  # the report says why, and the artifacts are there to inspect
         assert json.loads((out / "report.json").read_text())["status"] == "verification_failed"
