@@ -136,14 +136,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, seed=args.seed)
     inputs = example_inputs(args.input_shape)
-    data = load_data(args.data, parse_shape(args.input_shape[0]), batch_size=args.batch_size, seed=args.seed,
-                     max_val=args.eval_images)
-    eval_fn = load_metric(args.eval)(data.val) if args.eval else None
     cache = args.cache_dir or default_cache_dir(args.out)
     tgts = [targets.get(name, **_target_options(args, name),
                         **({"work_dir": cache / "tvm_tuning" / name} if name.startswith("tvm") else {}))
-            for name in (args.target or ["onnxruntime-cpu"])]
+            for name in (args.target or ["onnxruntime-cpu"])]  # first: a missing backend fails fast
     try:
+        data = load_data(args.data, parse_shape(args.input_shape[0]), batch_size=args.batch_size, seed=args.seed,
+                         max_val=args.eval_images)
+        eval_fn = load_metric(args.eval)(data.val) if args.eval else None
         result = run_compile(model, inputs, tgts, budget=args.budget, table=args.table, calib_data=data,
                              eval_fn=eval_fn, out_dir=args.out, finetune_epochs=args.finetune_epochs,
                              strategy=args.strategy, max_evaluations=args.evaluations, seed=args.seed,
