@@ -85,16 +85,25 @@ def _npz(path: Path, shape: tuple[int, ...], seed: int) -> tuple[tuple[torch.Ten
 def _folder(root: Path, shape: tuple[int, ...], seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     from torchvision import datasets, transforms
 
+    if len(shape) != 4 or shape[1] not in (1, 3):
+        raise BadInputError(f"an image folder feeds (N, 1 or 3, H, W) inputs; the model takes {tuple(shape)}")
     c, h, w = shape[1:]
-    tf = transforms.Compose([transforms.Grayscale(c) if c in (1, 3) else transforms.Lambda(lambda i: i),
-                             transforms.Resize((h, w)), transforms.ToTensor()])
+    # ImageFolder loads RGB; a 1-channel model gets luminance
+    tf = transforms.Compose(([transforms.Grayscale(1)] if c == 1 else []) + [transforms.Resize((h, w)),
+                                                                             transforms.ToTensor()])
 
     def load(d: Path) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             ds = datasets.ImageFolder(str(d), transform=tf)
         except (FileNotFoundError, RuntimeError) as exc:
             raise BadInputError(f"{d} is not an ImageFolder (one sub-folder of images per class): {exc}") from None
-        xs, ys = zip(*(ds[i] for i in range(len(ds))))
+        items = []
+        for i, (path, _) in enumerate(ds.samples):
+            try:
+                items.append(ds[i])
+            except (OSError, ValueError) as exc:
+                raise BadInputError(f"cannot read image {path}: {exc}; remove or replace it") from None
+        xs, ys = zip(*items)
         return torch.stack(xs), torch.tensor(ys)
 
     if (root / "train").is_dir() and (root / "val").is_dir():
