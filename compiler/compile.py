@@ -41,6 +41,23 @@ from .serialize import load
 REPORT_SCHEMA = "latprune.report/1"
 
 
+@dataclass(frozen=True)
+class _Options:
+    """compile()'s knobs that shape the build (all but `progress` are part of the build key)."""
+
+    finetune_epochs: float
+    strategy: str
+    max_evaluations: int
+    seed: int
+    importance: str
+    tolerance: float
+    force: bool
+    verify_engines: bool
+    adabn_batches: int
+    shipped_tables: bool
+    progress: bool
+
+
 @dataclass
 class CompileResult:
     model: fx.GraphModule  # the pruned model of the first target
@@ -146,10 +163,11 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     cache = Path(cache_dir) if cache_dir else default_cache_dir(out_dir)
     model = model.eval()
     gm = lower(model, inputs)
+    opt = _Options(finetune_epochs, strategy, max_evaluations, seed, importance, tolerance, force, verify_engines,
+                   adabn_batches, shipped_tables, progress)
     key = _digest(model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_],
-                  spec.label, strategy, max_evaluations, seed, importance, finetune_epochs, tolerance,
-                  calib_data.digest(), eval_fn.__qualname__ if eval_fn else "top1", verify_engines, adabn_batches,
-                  [_file_digest(t) for t in tables], REPORT_SCHEMA)
+                  spec.label, [v for k, v in vars(opt).items() if k != "progress"], calib_data.digest(),
+                  eval_fn.__qualname__ if eval_fn else "top1", [_file_digest(t) for t in tables], REPORT_SCHEMA)
     cached = _cached(out_dir, key)
     if cached is not None:
         return cached
@@ -165,9 +183,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     shutil.rmtree(stage, ignore_errors=True)
     try:
         failures, first = _build(model, gm, inputs, targets_, spec, tables, calib_data, metric, base_score, stage,
-                                 out_dir, cache, key, report, seconds, finetune_epochs, strategy, max_evaluations,
-                                 seed, importance, tolerance, force, verify_engines, adabn_batches, shipped_tables,
-                                 progress)
+                                 out_dir, cache, key, report, opt)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # an interrupted or failed build leaves nothing half-written
         raise
@@ -184,39 +200,37 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
 
 def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], targets_: list[Any], spec: Any,
            tables: list[Any], calib_data: Data, metric: EvalFn, base_score: float, stage: Path, out_dir: Path, cache: Path,
-           key: str, report: dict[str, Any], seconds: dict[str, float], finetune_epochs: float, strategy: str,
-           max_evaluations: int, seed: int, importance: str, tolerance: float, force: bool, verify_engines: bool,
-           adabn_batches: int, shipped_tables: bool, progress: bool) -> tuple[list[str], tuple[fx.GraphModule, dict[str, int]]]:
+           key: str, report: dict[str, Any], opt: _Options) -> tuple[list[str], tuple[fx.GraphModule, dict[str, int]]]:
     """Per target: table, search, rewrite + AdaBN (+ KD fine-tune), emit into `stage`, verify."""
+    seconds = report["seconds"]
     failures: list[str] = []
     first: tuple[fx.GraphModule, dict[str, int]] | None = None
     for tgt, table in zip(targets_, tables):
         t0 = time.perf_counter()
-        tbl, table_path = _table_for(model, inputs, tgt, cache, table, force, shipped_tables, progress)
+        tbl, table_path = _table_for(model, inputs, tgt, cache, table, opt.force, opt.shipped_tables, opt.progress)
         t1 = time.perf_counter()
-        res = search(model, inputs, tbl, calib_data.train, metric, budgets=[spec], strategy=strategy,
-                     granularity=tgt.channel_step, importance=importance, max_evaluations=max_evaluations,
-                     adabn_batches=adabn_batches, seed=seed, fingerprint=tgt.fingerprint(), force=force,
-                     progress=progress,
-                     cache=cache / "scores" / f"{key}-{tgt.name}.json", cache_key=key)
+        res = search(model, inputs, tbl, calib_data.train, metric, budgets=[spec], strategy=opt.strategy,
+                     granularity=tgt.channel_step, importance=opt.importance, max_evaluations=opt.max_evaluations,
+                     adabn_batches=opt.adabn_batches, seed=opt.seed, fingerprint=tgt.fingerprint(), force=opt.force,
+                     progress=opt.progress, cache=cache / "scores" / f"{key}-{tgt.name}.json", cache_key=key)
         t2 = time.perf_counter()
         best = res.best
         space = analyze(gm, multiple_of=tgt.channel_step)
-        pruned = rewrite(gm, space, best.widths, importance, inputs)
-        adabn(pruned, calib_data.train, max_batches=adabn_batches)
+        pruned = rewrite(gm, space, best.widths, opt.importance, inputs)
+        adabn(pruned, calib_data.train, max_batches=opt.adabn_batches)
         acc = {"original": base_score, "adabn": metric(pruned), "finetuned": None}
         t3 = time.perf_counter()
-        if finetune_epochs > 0:
-            tuned = finetune(pruned, model, calib_data.train, finetune_epochs, seed=seed, progress=progress)
+        if opt.finetune_epochs > 0:
+            tuned = finetune(pruned, model, calib_data.train, opt.finetune_epochs, seed=opt.seed, progress=opt.progress)
             tuned.meta.update(pruned.meta)
             pruned = tuned
             acc["finetuned"] = metric(pruned)
         t4 = time.perf_counter()
         artifact, files = emit(pruned, inputs, tgt, stage / tgt.name)
         t5 = time.perf_counter()
-        if verify_engines:
+        if opt.verify_engines:
             from latency_tables.profile import MODEL_TIMING
-            check = verify(pruned, inputs, tgt, artifact, best.budget_ms, best.latency_ms, tolerance, MODEL_TIMING)
+            check = verify(pruned, inputs, tgt, artifact, best.budget_ms, best.latency_ms, opt.tolerance, MODEL_TIMING)
             failures += _failures(tgt.name, check)
         else:
             check = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,
