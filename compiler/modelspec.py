@@ -54,14 +54,10 @@ def load_model(spec: str, seed: int = 0) -> torch.nn.Module:
 def _exported(path: Path) -> torch.nn.Module:
     if not path.exists():
         raise BadInputError(f"model file {path} does not exist")
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as exc:
-        raise BadInputError(f"{path} is not a program saved with torch.export.save "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    from .pt2 import load_exported
     from .raise_aten import raise_exported
 
-    return raise_exported(ep)
+    return raise_exported(load_exported(path))
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

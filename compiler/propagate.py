@@ -77,6 +77,23 @@ _REDUCE = {"mean", "sum", "amax", "amin", "std", "var"}
 _SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, "softmax", "log_softmax"}
 _CAT = {torch.cat, torch.concat, torch.concatenate}
 _SPLIT = {torch.split, torch.chunk, torch.unbind, "split", "chunk", "unbind"}
+_SHUFFLE = {torch.channel_shuffle, F.channel_shuffle, "channel_shuffle"}
+_VIEW = {"view", "reshape", torch.reshape}
+# Scalar arithmetic and shape queries: no channels, but saved graphs compute sizes with them.
+_SCALAR_FUNCS = {operator.getitem, getattr, operator.floordiv, operator.mod, operator.pow}
+_SCALAR_METHODS = {"size", "dim", "numel"}
+
+# Every module type and op the analysis has a rule for. A saved pruned model may hold these
+# and nothing else: they are also the exact allow-list compiler.load resolves names against.
+KNOWN_MODULES: tuple[type[nn.Module], ...] = (
+    CONV + CONV_T + (nn.Linear, nn.GroupNorm, nn.LayerNorm, nn.Softmax, nn.LogSoftmax, nn.Softmin,
+                     nn.ChannelShuffle) + _NORM_MODULES + _LOCAL_MODULES + _SPATIAL_MODULES + _RESHAPE_MODULES)
+KNOWN_FUNCTIONS: frozenset[Callable[..., Any]] = frozenset(
+    f for f in (_LOCAL_FUNCS | _ELEMENTWISE_FUNCS | _SPATIAL_FUNCS | _RESHAPE_FUNCS | _SOFTMAX | _CAT | _SPLIT
+                | _SHUFFLE | _VIEW | _SCALAR_FUNCS | {getattr(torch, r) for r in _REDUCE}) if callable(f))
+KNOWN_METHODS: frozenset[str] = frozenset(
+    m for m in (_LOCAL_METHODS | _ELEMENTWISE_METHODS | _RESHAPE_METHODS | _REDUCE | _SOFTMAX | _SPLIT | _SHUFFLE
+                | _VIEW | _SCALAR_METHODS) if isinstance(m, str))
 
 
 def tensor_meta(node: fx.Node) -> Any:
@@ -302,11 +319,11 @@ class Propagator:
             return self._cat(node)
         if t in _SPLIT:
             return self._split(node, x)
-        if t in (torch.channel_shuffle, F.channel_shuffle, "channel_shuffle"):
+        if t in _SHUFFLE:
             return self._channel_shuffle(node, x, args[1] if len(args) > 1 else kwargs["groups"])
         if t is operator.getitem:
             return self._getitem(node)
-        if t in ("view", "reshape", torch.reshape):
+        if t in _VIEW:
             return self._reshape(node)
         if t in _RESHAPE_FUNCS:
             return self._generic(node, t, args, kwargs)

@@ -1,15 +1,18 @@
 """A pruned architecture as data: save a pruned GraphModule and load it without model code.
 
 The file holds the graph as JSON (nodes, standard torch.nn module specs), the PruningSpace
-and Widths it came from, and the weights. It loads with `torch.load(weights_only=True)`, and
-call targets resolve only inside torch, torchvision, operator, math and builtins: no pickled code runs.
+and Widths it came from, and the weights. Loading never runs code from the file: weights load
+with `torch.load(weights_only=True)`; every call target, method and module type must be one the
+channel analysis has a rule for (an exact allow-list, looked up by name, never walked with
+getattr); and every name that torch.fx writes into the Python source it generates (node names,
+placeholders, attribute paths, keyword names) must be a plain identifier, so a crafted file
+cannot inject source.
 """
 from __future__ import annotations
 
-import builtins
-import importlib
 import inspect
 import json
+import keyword
 import os
 from typing import Any
 
@@ -20,11 +23,34 @@ from torch.fx.node import _get_qualified_name
 
 from .atomic import atomic_path
 from .errors import ArtifactError
+from .propagate import KNOWN_FUNCTIONS, KNOWN_METHODS, KNOWN_MODULES
 from .space import PruningSpace
 
 FORMAT = "latprune.pruned-model"
 VERSION = 1
-_SAFE_ROOTS = ("torch", "torchvision", "operator", "_operator", "math", "builtins")
+# Pure tensor math the analysis has no rule for (it freezes the channels they touch) but that
+# real models contain; named here, resolved once from these constants, never from file text.
+_PURE_TORCH = ("cumsum", "cumprod", "matmul", "bmm", "mm", "einsum", "norm", "rsqrt", "log", "pow", "erf",
+               "max", "min", "argmax", "argmin", "logsumexp", "prod", "roll", "flip", "gather", "index_select",
+               "zeros_like", "ones_like", "full_like", "floor", "ceil", "round", "sign", "sin", "cos",
+               "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not")
+_PURE_F = ("linear", "layer_norm", "group_norm", "batch_norm", "instance_norm", "normalize", "conv1d", "conv2d",
+           "conv3d", "scaled_dot_product_attention", "embedding")
+_PURE_METHODS = frozenset(_PURE_TORCH) | {"index_select", "masked_fill", "type", "float", "int", "long", "bool"}
+_FUNCTIONS = {_get_qualified_name(f): f for f in KNOWN_FUNCTIONS | {getattr(torch, n) for n in _PURE_TORCH}
+              | {getattr(torch.nn.functional, n) for n in _PURE_F}}
+_METHODS = KNOWN_METHODS | _PURE_METHODS
+_MODULES = {f"{c.__module__}.{c.__name__}": c for c in KNOWN_MODULES}
+_TENSOR_ATTRS = frozenset({"shape", "dtype", "device", "ndim"})  # what getattr(x, name) may read
+
+
+def _identifier(name: Any, what: str, dotted: bool = False) -> str:
+    """`name` if it is a plain (dotted) Python identifier that cannot inject source."""
+    parts = name.split(".") if isinstance(name, str) and dotted else [name]
+    if not all(isinstance(p, str) and ((p.isidentifier() and not keyword.iskeyword(p) and not p.startswith("__"))
+                                       or (dotted and p.isascii() and p.isdigit())) for p in parts):
+        raise ArtifactError(f"{what} {name!r} is not a plain identifier; the file was not written by latprune")
+    return name
 
 
 def _encode(v: Any) -> Any:
@@ -68,35 +94,56 @@ def _decode(v: Any, env: dict[str, fx.Node]) -> Any:
     if key == "ellipsis":
         return Ellipsis
     if key in ("dtype", "memory_format"):
-        return getattr(torch, val)
+        value = getattr(torch, _identifier(val, key), None)
+        if not isinstance(value, torch.dtype if key == "dtype" else torch.memory_format):
+            raise ArtifactError(f"{val!r} is not a torch {key}")
+        return value
     if key == "device":
         return torch.device(val)
     raise ArtifactError(f"unknown argument encoding {key!r}")
 
 
-def _resolve(qualname: str) -> Any:
-    """Import a call target by name, only from the safe roots."""
-    if "." not in qualname:
-        return getattr(builtins, qualname)
-    if qualname.split(".")[0] not in _SAFE_ROOTS:
-        raise ArtifactError(f"call target {qualname!r} is outside torch, torchvision, operator, math and builtins")
-    parts = qualname.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for p in parts[i:]:
-            obj = getattr(obj, p)
-        return obj
-    raise ArtifactError(f"cannot resolve call target {qualname!r}")
+def _function(qualname: Any) -> Any:
+    """A call target by its qualified name, from the allow-list only."""
+    fn = _FUNCTIONS.get(qualname) if isinstance(qualname, str) else None
+    if fn is None:
+        raise ArtifactError(f"call target {qualname!r} is not on latprune's list of safe ops; loading refuses it")
+    return fn
+
+
+def _target(n: dict[str, Any], modules: dict[str, Any], attrs: dict[str, Any]) -> Any:
+    """A node's target, checked for its op kind; only call_function resolves to an object."""
+    op, target = n["op"], n["target"]
+    if op == "call_function":
+        return _function(target)
+    if op == "call_method":
+        if target not in _METHODS:
+            raise ArtifactError(f"method {target!r} is not on latprune's list of safe ops; loading refuses it")
+        return target
+    if op == "placeholder":
+        return _identifier(target, "input name")
+    if op in ("call_module", "get_attr"):
+        _identifier(target, "attribute path", dotted=True)
+        if target not in (modules if op == "call_module" else attrs):
+            raise ArtifactError(f"node {n['name']!r} refers to {target!r}, which the file does not hold")
+        return target
+    if op == "output":
+        return target
+    raise ArtifactError(f"unknown node kind {op!r}")
+
+
+def _check_args(target: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    for k in kwargs:
+        _identifier(k, "keyword argument")
+    if target is getattr and not (len(args) == 2 and args[1] in _TENSOR_ATTRS):
+        raise ArtifactError(f"getattr{tuple(args[1:])!r} reads an attribute other than {sorted(_TENSOR_ATTRS)}")
 
 
 def _module_spec(name: str, m: nn.Module) -> dict[str, Any]:
     cls = type(m)
-    if not cls.__module__.startswith("torch.nn"):
-        raise ArtifactError(f"module `{name}` is a {cls.__module__}.{cls.__name__}, not a torch.nn module: "
-                            f"only graphs of standard modules can be saved without their code")
+    if f"{cls.__module__}.{cls.__name__}" not in _MODULES:
+        raise ArtifactError(f"module `{name}` is a {cls.__module__}.{cls.__name__}, not a torch.nn module latprune "
+                            f"knows: only graphs of standard modules can be saved without their code")
     kwargs: dict[str, Any] = {}
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in ("device", "dtype"):
@@ -111,10 +158,11 @@ def _module_spec(name: str, m: nn.Module) -> dict[str, Any]:
 
 
 def _build_module(spec: dict[str, Any]) -> nn.Module:
-    cls = _resolve(spec["type"])
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ArtifactError(f"{spec['type']!r} is not a torch.nn module")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["kwargs"].items()}
+    cls = _MODULES.get(spec["type"]) if isinstance(spec.get("type"), str) else None
+    if cls is None:
+        raise ArtifactError(f"module type {spec.get('type')!r} is not a torch.nn module latprune knows")
+    kwargs = {_identifier(k, "module argument"): tuple(v) if isinstance(v, list) else v
+              for k, v in spec["kwargs"].items()}
     return cls(**kwargs)
 
 
@@ -126,6 +174,9 @@ def save(pruned: fx.GraphModule, path: str | os.PathLike) -> None:
     nodes, modules, attrs, states = [], {}, {}, {}
     for n in pruned.graph.nodes:
         target = n.target if isinstance(n.target, str) else _get_qualified_name(n.target)
+        if (n.op == "call_function" and target not in _FUNCTIONS) or (n.op == "call_method" and target not in _METHODS):
+            raise ArtifactError(f"node {n.name} calls {target}, which is not on latprune's list of safe ops: only "
+                                "graphs of those can be saved without their code (and loaded without running any)")
         nodes.append({"name": n.name, "op": n.op, "target": target,
                       "args": _encode(n.args), "kwargs": _encode(n.kwargs)})
         if n.op == "call_module" and n.target not in modules:
@@ -161,21 +212,26 @@ def load(path: str | os.PathLike) -> fx.GraphModule:
         root: dict[str, Any] = {}
         for target, spec in arch["modules"].items():
             m = _build_module(spec)
-            m.load_state_dict(payload["states"][target])
+            m.load_state_dict(payload["states"][_identifier(target, "module path", dotted=True)])
             root[target] = m
-        root.update(payload["attrs"])
+        attrs = payload["attrs"]
+        if not all(isinstance(v, torch.Tensor) for v in attrs.values()):
+            raise ArtifactError("the file's graph constants are not all tensors")
+        root.update({_identifier(k, "attribute path", dotted=True): v for k, v in attrs.items()})
         graph = fx.Graph()
         env: dict[str, fx.Node] = {}
         for n in arch["nodes"]:
-            target = n["target"] if n["op"] in ("placeholder", "get_attr", "call_module", "call_method", "output") \
-                else _resolve(n["target"])
+            target = _target(n, arch["modules"], attrs)
             args, kwargs = _decode(n["args"], env), _decode(n["kwargs"], env)
+            _check_args(target, args, kwargs)
             if n["op"] == "output":
                 graph.output(args[0])
                 continue
-            node = graph.create_node(n["op"], target, args, kwargs, name=n["name"])
-            env[n["name"]] = node
-        gm = fx.GraphModule(root, graph, arch["class_name"])
+            name = _identifier(n["name"], "node name")
+            if name in env:
+                raise ArtifactError(f"node name {name!r} appears twice")
+            env[name] = graph.create_node(n["op"], target, args, kwargs, name=name)
+        gm = fx.GraphModule(root, graph, _identifier(arch["class_name"], "class name"))
         space = PruningSpace.from_dict(json.loads(payload["space"]))
     except ArtifactError:
         raise
