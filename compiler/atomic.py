@@ -15,7 +15,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; artifacts get the usual mode
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
@@ -26,7 +26,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it), for modes of files made with mkstemp/mkdtemp."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -9,11 +9,18 @@ in whole, so it never holds a half-written build.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
+import math
+import os
 import shutil
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,24 +28,27 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from filelock import FileLock, Timeout
 
 from .adabn import adabn
 from .api import rewrite
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, umask
 from .budget import parse_budget
 from .cost import macs, params
-from .dataspec import Data
+from .dataspec import Data, check_labels
 from .emit import emit, verify
-from .errors import BadInputError, VerificationError
-from .evaluate import EvalFn, top1
+from .errors import BadInputError, BusyError, VerificationError
+from .evaluate import EvalFn, score_of, top1
 from .finetune import finetune
 from .groups import analyze
 from .lower import as_inputs, lower
+from .memory import check_fits
 from .report import render
 from .search import search
 from .serialize import load
 
 REPORT_SCHEMA = "latprune.report/1"
+OUT_MARKER = ".latprune-out"  # in every folder latprune builds: only such folders (or empty ones) are replaced
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ class CompileResult:
 
 def default_cache_dir(out_dir: Path) -> Path:
     """Tables, search scores and TVM tuning databases: beside the build, shared by rebuilds."""
-    return out_dir.with_name(".latprune-cache")
+    return Path(os.path.abspath(out_dir)).with_name(".latprune-cache")
 
 
 def _digest(*parts: Any) -> str:
@@ -114,39 +124,105 @@ def _table_for(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: Any, 
     return latency_tables.profile(model, inputs, target, out=path, progress=progress), str(path)
 
 
+def _check_out(out_dir: Path) -> None:
+    """Refuse an OUT that latprune may not replace: a file, the working folder or one above it,
+    or a folder with contents that carries no OUT_MARKER (latprune did not make it)."""
+    resolved = out_dir.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise BadInputError(f"--out {out_dir} is the current folder or one above it; give a folder of its own "
+                            "for the build, e.g. build/model")
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise BadInputError(f"--out {out_dir} exists and is not a folder; latprune will not replace it. "
+                            "Choose another path")
+    if out_dir.is_dir() and not (out_dir / OUT_MARKER).is_file() and any(out_dir.iterdir()):
+        raise BadInputError(f"--out {out_dir} holds files latprune did not write (no {OUT_MARKER} in it); latprune "
+                            "replaces only folders it built, or empty ones. Choose a new or empty folder")
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path, wait: bool) -> Iterator[None]:
+    """One build at a time per OUT: the second waits (or, with wait=False, fails fast)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir.with_name(f".{out_dir.name}.lock")))
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        raise BusyError(f"another latprune build is writing {out_dir}; wait for it, or run again without "
+                        "--no-wait to queue behind it") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _stage(out_dir: Path) -> Path:
+    """A staging folder beside OUT, unique to this build, marked as latprune's from the start.
+    Staging folders left by a killed build (marked, same prefix) are removed: the lock is ours."""
+    prefix = f".{out_dir.name}.staging-"
+    for old in out_dir.parent.glob(prefix + "*"):
+        if (old / OUT_MARKER).is_file():
+            shutil.rmtree(old, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    os.chmod(stage, 0o777 & ~umask())
+    (stage / OUT_MARKER).write_text(json.dumps({"written_by": "latprune", "schema": REPORT_SCHEMA}) + "\n")
+    return stage
+
+
 def _swap_in(stage: Path, out_dir: Path) -> None:
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
+    """Replace OUT by the finished stage in two renames (under the lock, OUT is ours to move)."""
+    old = None
     if out_dir.exists():
-        out_dir.rename(old)
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        out_dir.rename(old / "out")
     stage.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _warn(report: dict[str, Any], message: str) -> None:
+    report.setdefault("warnings", []).append(message)
+    warnings.warn(message, stacklevel=3)
 
 
 def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], target: Any,
             budget: str | float = "0.5x", budget_ms: float | None = None, table: Any = None,
-            calib_data: Data | None = None, eval_fn: EvalFn | None = None, out_dir: str | Path = "build/latprune",
-            finetune_epochs: float = 0.0, strategy: str = "evolution", max_evaluations: int = 60,
-            seed: int = 0, importance: str = "l1", tolerance: float = 0.03, cache_dir: str | Path | None = None,
-            force: bool = False, verify_engines: bool = True, adabn_batches: int = 8, shipped_tables: bool = True,
-            progress: bool = True) -> CompileResult:
+            calib_data: Data | Iterable[Any] | None = None, eval_fn: EvalFn | None = None,
+            out_dir: str | Path = "build/latprune", finetune_epochs: float = 0.0, strategy: str = "evolution",
+            max_evaluations: int = 60, seed: int = 0, importance: str = "l1", tolerance: float = 0.03,
+            cache_dir: str | Path | None = None, force: bool = False, verify_engines: bool = True,
+            adabn_batches: int = 8, shipped_tables: bool = True, progress: bool = True,
+            memory_limit: str | int | None = "auto", wait: bool = True) -> CompileResult:
     """Prune `model` to meet the budget on each target, emit and verify an engine per target.
     `target` is a Target or a list of them (one search each: widths differ per device);
     `calib_data` is a Data (training batches for AdaBN / fine-tuning, held-out batches for the
-    search). Raises InfeasibleBudgetError (exit 3) or, after writing the report,
+    search) or an iterable of batches (tensors or (input, label) pairs), which then needs
+    `eval_fn`. Raises InfeasibleBudgetError (exit 3) or, after writing the report,
     VerificationError (exit 4) when an engine misses its budget or disagrees with PyTorch.
     `verify_engines=False` emits without timing (a cross-compiled target with no device
     attached); the report's status is then "unverified". `adabn_batches` training batches
     re-estimate BN statistics per candidate (its cost scales with the model: fewer for big
     models); `shipped_tables=False` profiles afresh instead of starting from a shipped table
-    measured on this very device."""
+    measured on this very device. `memory_limit` ('auto', a size such as '16G', or None)
+    refuses a build whose estimated footprint would not fit. `out_dir` is replaced only when
+    latprune built it (or it is empty); concurrent builds into it queue on a lock (`wait=False`:
+    BusyError at once)."""
     t_start = time.perf_counter()
     targets_ = list(target) if isinstance(target, (list, tuple)) else [target]
     if calib_data is None:
         raise BadInputError("compile needs data: calibration batches for AdaBN and held-out batches for the search")
+    data = calib_data if isinstance(calib_data, Data) else Data.from_batches(calib_data)
+    if not data.val and eval_fn is None:
+        raise BadInputError("calib_data given as plain batches has no held-out split to score candidates on: "
+                            "pass eval_fn(model) -> float, or a compiler.dataspec.Data with held-out batches")
+    if finetune_epochs > 0 and not data.labelled():
+        raise BadInputError("fine-tuning needs labelled (input, label) training batches; give labels or "
+                            "finetune_epochs=0")
+    for name, value, low in (("finetune_epochs", finetune_epochs, 0.0), ("tolerance", tolerance, 0.0)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+            raise BadInputError(f"{name} must be a finite number >= {low:g}, got {value!r}")
+    if max_evaluations < 1 or adabn_batches < 1:
+        raise BadInputError(f"max_evaluations and adabn_batches must be >= 1 (got {max_evaluations}, {adabn_batches})")
     spec = parse_budget(budget_ms if budget_ms is not None else budget)
-    if adabn_batches < 1:
-        raise BadInputError(f"adabn_batches must be >= 1 (BN statistics need data), got {adabn_batches}")
     tables = list(table) if isinstance(table, (list, tuple)) else [table] * len(targets_)
     if len(tables) != len(targets_):
         raise BadInputError(f"{len(tables)} latency tables for {len(targets_)} targets: give one per target, "
@@ -161,41 +237,66 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     inputs = as_inputs(example_inputs)
     out_dir = Path(out_dir)
     cache = Path(cache_dir) if cache_dir else default_cache_dir(out_dir)
+    if cache.exists() and not cache.is_dir():
+        raise BadInputError(f"cache folder {cache} exists and is not a folder; give --cache-dir a folder")
+    _check_out(out_dir)
     model = model.eval()
     gm = lower(model, inputs)
+    check_fits(gm, memory_limit, train_batch=len(data.train[0][0]), finetune=finetune_epochs > 0)
+    check_labels(data, _classes(gm))
     opt = _Options(finetune_epochs, strategy, max_evaluations, seed, importance, tolerance, force, verify_engines,
                    adabn_batches, shipped_tables, progress)
     key = _digest(model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_],
-                  spec.label, [v for k, v in vars(opt).items() if k != "progress"], calib_data.digest(),
-                  eval_fn.__qualname__ if eval_fn else "top1", [_file_digest(t) for t in tables], REPORT_SCHEMA)
-    cached = _cached(out_dir, key)
-    if cached is not None:
-        return cached
-    metric = eval_fn or top1(calib_data.val)
-    seconds: dict[str, float] = {}
-    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "build_key": key, "model": type(model).__name__,
-                              "inputs": [list(t.shape) for t in inputs], "seed": seed, "budget": spec.label,
-                              "data": calib_data.source, "targets": {}, "seconds": seconds}
-    t0 = time.perf_counter()
-    base_score = metric(model)
-    seconds["evaluate_original"] = time.perf_counter() - t0
-    stage = out_dir.with_name(f".{out_dir.name}.staging")
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
-        failures, first = _build(model, gm, inputs, targets_, spec, tables, calib_data, metric, base_score, stage,
-                                 out_dir, cache, key, report, opt)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)  # an interrupted or failed build leaves nothing half-written
-        raise
-    seconds["total"] = time.perf_counter() - t_start
-    report["status"] = "verification_failed" if failures else "ok" if verify_engines else "unverified"
-    report["failures"] = failures
-    atomic_write_text(stage / "report.json", json.dumps(report, indent=1, default=float) + "\n")
-    atomic_write_text(stage / "report.html", render(report))
-    _swap_in(stage, out_dir)
+                  spec.label, [v for k, v in vars(opt).items() if k != "progress"], data.digest(),
+                  _fn_digest(eval_fn), [_file_digest(t) for t in tables], REPORT_SCHEMA)
+    with _locked(out_dir, wait):
+        _check_out(out_dir)  # another build may have changed OUT while we waited
+        cached = _cached(out_dir, key)
+        if cached is not None:
+            return cached
+        metric = eval_fn or top1(data.val)
+        seconds: dict[str, float] = {}
+        report: dict[str, Any] = {"schema": REPORT_SCHEMA, "build_key": key, "model": type(model).__name__,
+                                  "inputs": [list(t.shape) for t in inputs], "seed": seed, "budget": spec.label,
+                                  "data": data.source, "targets": {}, "seconds": seconds, "warnings": []}
+        t0 = time.perf_counter()
+        base_score = score_of(metric, model)
+        seconds["evaluate_original"] = time.perf_counter() - t0
+        stage = _stage(out_dir)
+        try:
+            failures, first = _build(model, gm, inputs, targets_, spec, tables, data, metric, base_score, stage,
+                                     out_dir, cache, key, report, opt)
+            seconds["total"] = time.perf_counter() - t_start
+            report["status"] = "verification_failed" if failures else "ok" if verify_engines else "unverified"
+            report["failures"] = failures
+            atomic_write_text(stage / "report.json", json.dumps(report, indent=1, default=float) + "\n")
+            atomic_write_text(stage / "report.html", render(report))
+            _swap_in(stage, out_dir)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)  # a failed or interrupted build leaves nothing half-written
     if failures:
         raise VerificationError("verification failed: " + "; ".join(failures) + f" (see {out_dir / 'report.json'})")
     return CompileResult(first[0], first[1], report, out_dir)
+
+
+def _classes(gm: fx.GraphModule) -> int | None:
+    """The class count of a classifier's (N, K) output; None for other heads."""
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    meta = out.meta.get("tensor_meta") if isinstance(out, fx.Node) else None
+    shape = getattr(meta, "shape", None)
+    return int(shape[1]) if shape is not None and len(shape) == 2 else None
+
+
+def _fn_digest(fn: EvalFn | None) -> str:
+    """The evaluation function's identity and its module's source, so that editing it rebuilds."""
+    if fn is None:
+        return "top1"
+    parts = [getattr(fn, "__module__", ""), getattr(fn, "__qualname__", type(fn).__name__)]
+    try:
+        parts.append(inspect.getsource(sys.modules[fn.__module__]))
+    except (KeyError, TypeError, OSError, AttributeError):
+        pass
+    return _digest(*parts)
 
 
 def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], targets_: list[Any], spec: Any,
@@ -218,13 +319,14 @@ def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...
         space = analyze(gm, multiple_of=tgt.channel_step)
         pruned = rewrite(gm, space, best.widths, opt.importance, inputs)
         adabn(pruned, calib_data.train, max_batches=opt.adabn_batches)
-        acc = {"original": base_score, "adabn": metric(pruned), "finetuned": None}
+        acc = {"original": base_score, "adabn": score_of(metric, pruned), "finetuned": None}
+        _search_warnings(report, tgt.name, spec.label, res)
         t3 = time.perf_counter()
         if opt.finetune_epochs > 0:
             tuned = finetune(pruned, model, calib_data.train, opt.finetune_epochs, seed=opt.seed, progress=opt.progress)
             tuned.meta.update(pruned.meta)
             pruned = tuned
-            acc["finetuned"] = metric(pruned)
+            acc["finetuned"] = score_of(metric, pruned)
         t4 = time.perf_counter()
         artifact, files = emit(pruned, inputs, tgt, stage / tgt.name)
         t5 = time.perf_counter()
@@ -242,7 +344,12 @@ def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...
             "fingerprint": tgt.fingerprint(), "table": table_path, "budget": spec.label, "budget_ms": best.budget_ms,
             "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": check,
             "accuracy": acc, "widths": best.widths,
-            "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable} for g in space.groups],
+            "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
+                        "layers": sorted({m.node for m in g.members})} for g in space.groups],
+            "uniform": None if best.uniform is None else {
+                "predicted_ms": best.uniform.latency_ms, "adabn": best.uniform.score,
+                "ratio": round(sum(best.uniform.widths[g.id] for g in space.prunable())
+                               / max(sum(g.size for g in space.prunable()), 1), 4)},
             "params": {"original": params(model), "pruned": params(pruned)},
             "macs": {"original": macs(model, inputs), "pruned": macs(pruned, inputs)},
             "search": {"stats": res.stats, "archive": [[c.latency_ms, c.score] for c in res.archive],
@@ -252,6 +359,22 @@ def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...
         first = first or (pruned, best.widths)
     assert first is not None
     return failures, first
+
+
+def _search_warnings(report: dict[str, Any], target: str, budget: str, res: Any) -> None:
+    """Say so when the search had nothing to do or could not tell candidates apart."""
+    best = res.best
+    if best.budget_ms >= res.full_ms:
+        _warn(report, f"{target}: budget {budget} = {best.budget_ms:.4g} ms is at or above the unpruned model's "
+                      f"predicted {res.full_ms:.4g} ms; nothing needs pruning (the model is kept whole where the "
+                      "search finds nothing better)")
+    scores = {c.score for c in res.archive}
+    if len(res.archive) > 1 and len(scores) == 1:
+        (only,) = scores
+        _warn(report, f"{target}: every one of {len(res.archive)} candidates scored {only:.4g}, so the search could "
+                      "not tell them apart. Likely causes: labels that do not match the model's head (e.g. a "
+                      "1000-class head with 10-class data), an eval_fn that ignores the model, or too few "
+                      "evaluation images (--eval-images)")
 
 
 def _failures(name: str, check: dict[str, Any]) -> list[str]:
@@ -272,13 +395,13 @@ def _cached(out_dir: Path, key: str) -> CompileResult | None:
         return None
     try:
         report = json.loads(path.read_text())
-    except ValueError:
-        return None
-    if report.get("build_key") != key or report.get("status") not in ("ok", "unverified"):
-        return None
-    files = [Path(f) for t in report["targets"].values() for f in t["files"].values()]
+        if report.get("build_key") != key or report.get("status") not in ("ok", "unverified"):
+            return None
+        files = [Path(f) for t in report["targets"].values() for f in t["files"].values()]
+        first = next(iter(report["targets"].values()))
+    except (OSError, ValueError, AttributeError, TypeError, StopIteration):
+        return None  # not a report this latprune wrote: rebuild
     if not all(f.exists() for f in files):
         return None
-    first = next(iter(report["targets"].values()))
     report["cached"] = True
     return CompileResult(load(first["files"]["pytorch"]), first["widths"], report, out_dir)

@@ -8,7 +8,9 @@ malformed data is a BadInputError naming the problem, never a failure deep in a 
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +34,59 @@ class Data:
     source: str
 
     def digest(self) -> str:
-        """A content hash, so that caches keyed on it notice changed data."""
-        import hashlib
-
+        """A hash of every batch AdaBN, fine-tuning and scoring may read, so caches keyed on it
+        notice any changed data."""
         h = hashlib.sha256()
-        for x, y in self.train[:4] + self.val:
-            h.update(x.numpy().tobytes())
-            h.update(y.numpy().tobytes())
+        for batch in self.train + self.val:
+            for t in batch:
+                if t is not None:
+                    h.update(t.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+    @staticmethod
+    def from_batches(batches: Iterable[Any], source: str = "batches") -> Data:
+        """Data from an iterable of input batches (tensors or numpy arrays) or (input, label)
+        pairs, as compiler.compile's `calib_data` takes them: all training data, no held-out
+        split (the caller scores with its own eval_fn)."""
+        out: list[Batch] = []
+        try:
+            items = list(batches)
+        except TypeError:
+            raise BadInputError(f"calib_data must be an iterable of batches, got {type(batches).__name__}") from None
+        for i, b in enumerate(items):
+            x, y = (b[0], b[1]) if isinstance(b, (tuple, list)) and len(b) == 2 else (b, None)
+            out.append((_tensor(x, f"calib_data batch {i} input"),
+                        None if y is None else _tensor(y, f"calib_data batch {i} labels")))
+        if not out:
+            raise BadInputError("calib_data yielded no batches")
+        return Data(out, [], source)
+
+    def labelled(self) -> bool:
+        return all(y is not None for _, y in self.train + self.val)
+
+
+def _tensor(v: Any, what: str) -> torch.Tensor:
+    if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    if isinstance(v, torch.Tensor):
+        return v
+    raise BadInputError(f"{what} is a {type(v).__name__}; give a torch.Tensor or a numeric numpy array")
+
+
+def check_labels(data: Data, classes: int | None) -> None:
+    """Labels must be integer class indices in [0, classes) for the model's head."""
+    for split, batches in (("training", data.train), ("held-out", data.val)):
+        ys = [y for _, y in batches if y is not None]
+        if not ys:
+            continue
+        y = torch.cat([t.reshape(-1) for t in ys])
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise BadInputError(f"{data.source}: {split} labels are {y.dtype}, not integer class indices")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or (classes is not None and hi >= classes):
+            bad = int(((y < 0) | (y >= (classes if classes is not None else hi + 1))).sum())
+            raise BadInputError(f"{data.source}: {bad} {split} labels fall outside [0, {classes}) (seen {lo}..{hi}); "
+                                f"the model's head has {classes} outputs. Check the labels or the model's head")
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, size: int) -> list[Batch]:
@@ -75,6 +122,8 @@ def _npz(path: Path, shape: tuple[int, ...], seed: int) -> tuple[tuple[torch.Ten
         x, y = arrays[xk], arrays[yk]
         if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
             raise BadInputError(f"{path}: '{xk}' must be numeric and '{yk}' integer class labels")
+        if len(x) != len(y) or len(x) == 0:
+            raise BadInputError(f"{path}: '{xk}' has {len(x)} items and '{yk}' {len(y)}; they must match and be non-empty")
         return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
 
     if "x_val" in arrays and "y_val" in arrays:
@@ -133,18 +182,26 @@ def load_data(spec: str, input_shape: tuple[int, ...], batch_size: int = 64, see
         (xt, yt), (xv, yv) = split_train()
     elif ":" in spec and not Path(spec).exists():
         train, val = _function(spec)
-        tb = [tuple(b) for b in train]
-        vb = [tuple(b) for b in val]
+        try:
+            tb, vb = [tuple(b) for b in train], [tuple(b) for b in val]
+        except TypeError:
+            raise BadInputError(f"--data {spec} must return (train, val) iterables of (input, label) batches") from None
         if not tb or not vb or not all(len(b) == 2 for b in tb + vb):
             raise BadInputError(f"--data {spec} must yield non-empty (input, label) batches")
-        xt, yt = torch.cat([b[0] for b in tb]), torch.cat([b[1] for b in tb])
-        xv, yv = torch.cat([b[0] for b in vb]), torch.cat([b[1] for b in vb])
+        (xt, yt), (xv, yv) = ((torch.cat([_tensor(b[0], f"--data {spec} input") for b in bs]),
+                               torch.cat([_tensor(b[1], f"--data {spec} labels") for b in bs])) for bs in (tb, vb))
     else:
         path = Path(spec)
         if not path.exists():
             raise BadInputError(f"--data {spec}: no such file or folder (give fashion-mnist, an ImageFolder "
                                 "folder, a .npz with x/y, or package.module:function)")
-        (xt, yt), (xv, yv) = _npz(path, input_shape, seed) if path.suffix == ".npz" else _folder(path, input_shape, seed)
+        if path.is_dir():
+            (xt, yt), (xv, yv) = _folder(path, input_shape, seed)
+        elif path.suffix == ".npz":
+            (xt, yt), (xv, yv) = _npz(path, input_shape, seed)
+        else:
+            raise BadInputError(f"--data {spec} is a {path.suffix or 'suffix-less'} file; give fashion-mnist, an "
+                                "ImageFolder folder, a .npz with x/y, or package.module:function")
     for x, y, what in ((xt, yt, "training data"), (xv, yv, "validation data")):
         _check(x, y, input_shape, f"--data {spec}: {what}")
     order = torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))
@@ -156,11 +213,21 @@ def load_metric(spec: str | None) -> Callable[[list[Batch]], EvalFn]:
     """--eval: `package.module:function(val_batches) -> eval_fn`; default top-1."""
     if spec is None:
         return top1
-    mod, _, fn = spec.partition(":")
     try:
-        make = getattr(importlib.import_module(mod), fn)
+        make = pkgutil.resolve_name(spec)
     except Exception as exc:
         raise BadInputError(f"--eval {spec}: {type(exc).__name__}: {exc}") from None
     if not callable(make):
         raise BadInputError(f"--eval {spec} is not callable")
-    return make
+
+    def checked(val: list[Batch]) -> EvalFn:
+        try:
+            fn = make(val)
+        except Exception as exc:
+            raise BadInputError(f"--eval {spec}(val_batches) failed: {type(exc).__name__}: {exc}") from None
+        if not callable(fn):
+            raise BadInputError(f"--eval {spec}(val_batches) returned a {type(fn).__name__}; it must return "
+                                "eval_fn(model) -> float")
+        return fn
+
+    return checked

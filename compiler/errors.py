@@ -36,3 +36,9 @@ class VerificationError(LatpruneError):
     """An emitted engine missed its budget or disagrees with the pruned model (exit 4)."""
 
     exit_code = 4
+
+
+class BusyError(LatpruneError):
+    """Another build holds the output folder's lock and the caller asked not to wait (exit 5)."""
+
+    exit_code = 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,20 @@ def top1(data: Iterable[Any], max_batches: int | None = None) -> EvalFn:
     return metric
 
 
+def score_of(eval_fn: EvalFn, model: nn.Module) -> float:
+    """eval_fn(model) as a finite float, or a BadInputError saying what it returned instead."""
+    value = eval_fn(model)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise BadInputError(f"eval_fn returned a {type(value).__name__} ({str(value)[:40]!r}); it must return a "
+                            "number, higher is better")
+    if not math.isfinite(float(value)):
+        raise BadInputError(f"eval_fn returned {value}; it must return a finite number (check the evaluation "
+                            "data for NaN)")
+    return float(value)
+
+
 def widths_key(space: PruningSpace, widths: Widths) -> str:
     return ",".join(str(widths[g.id]) for g in space.groups)
 
@@ -90,11 +105,15 @@ class Evaluator:
             return {}
         try:
             d = json.loads(self.cache_path.read_text())
-        except (OSError, ValueError):
-            return {}  # a cache is only an optimisation: an unreadable one is rebuilt
-        if d.get("schema") != CACHE_SCHEMA or d.get("key") != self.cache_key:
-            return {}
-        return {k: float(v) for k, v in d.get("scores", {}).items()}
+            if d.get("schema") != CACHE_SCHEMA or d.get("key") != self.cache_key:
+                return {}
+            scores = {str(k): float(v) for k, v in d["scores"].items()}
+            if all(math.isfinite(v) for v in scores.values()):
+                return scores
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+        warnings.warn(f"score cache {self.cache_path} is unreadable; it is rebuilt", stacklevel=2)
+        return {}  # a cache is only an optimisation
 
     def save(self) -> None:
         if self.cache_path is not None:
@@ -118,11 +137,8 @@ class Evaluator:
             return self.scores[key]
         model = self.build(widths)
         t0 = time.perf_counter()
-        score = float(self.eval_fn(model))
+        score = score_of(self.eval_fn, model)
         self.seconds["eval"] += time.perf_counter() - t0
-        if not math.isfinite(score):
-            raise BadInputError(f"eval_fn returned {score} for a candidate; it must return a finite number "
-                                "(check the evaluation data for NaN)")
         self.evaluations += 1
         self.scores[key] = score
         if self.evaluations % SAVE_EVERY == 0:

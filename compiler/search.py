@@ -47,6 +47,7 @@ class BudgetResult:
     widths: Widths
     latency_ms: float
     score: float
+    uniform: Candidate | None = None  # uniform width scaling under the same budget: what the search must beat
 
 
 @dataclass
@@ -172,18 +173,29 @@ class _Search:
             out[label] = max(ok, key=lambda c: (c.score, -c.latency_ms)) if ok else None
         return out
 
+    def uniform(self, ms: float) -> np.ndarray | None:
+        """Uniform width scaling, the widest that meets the budget: the baseline to beat."""
+        lo, hi = 0.0, 1.0
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.latency(self.g.ratio(mid)) <= ms else (lo, mid)
+        genes = self.g.ratio(lo)
+        return self.repair(genes, ms) if self.latency(genes) > ms else genes
+
     def seed_uniform(self) -> None:
-        """Uniform width scaling, the widest that meets each budget: the baseline to beat."""
         for _, ms in self.budgets:
-            lo, hi = 0.0, 1.0
-            for _ in range(20):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if self.latency(self.g.ratio(mid)) <= ms else (lo, mid)
-            genes = self.g.ratio(lo)
-            if self.latency(genes) > ms:
-                genes = self.repair(genes, ms)
+            genes = self.uniform(ms)
             if genes is not None:
                 self.add(genes, "uniform")
+
+    def uniform_baseline(self, ms: float) -> Candidate | None:
+        """The uniform candidate for a budget: from the archive, else evaluated now (outside it)."""
+        genes = self.uniform(ms)
+        if genes is None:
+            return None
+        w = self.g.widths(genes)
+        seen = self.archive.get(widths_key(self.evaluate.space, w))
+        return seen or Candidate(w, self.latency(genes), self.evaluate(w), "uniform", -1)
 
     def sample_random(self, budget_ms: float, band: float, tries: int = 2000) -> np.ndarray | None:
         """A random Widths whose latency falls in [budget * (1 - band), budget]."""
@@ -301,8 +313,8 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
     if missing:
         raise BadInputError(f"the search found no candidate under budget {missing} within {len(s.archive)} "
                             "evaluations; allow more evaluations or a looser budget")
-    results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].score)
-               for label, ms in labelled]
+    results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].score,
+                            s.uniform_baseline(ms)) for label, ms in labelled]
     stats = {"strategy": strategy, "seed": seed, "granularity": granularity or table.step,
              "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
              "search_seconds": round(time.perf_counter() - t0 - setup_s, 3), **evaluator.stats()}

@@ -1,4 +1,4 @@
-"""Per-device latency lookup tables (design.md: Block, LatencyTable): profile, save, load, predict."""
+"""Per-device latency lookup tables (README's Architecture: Block, LatencyTable): profile, save, load, predict."""
 from __future__ import annotations
 
 from pathlib import Path

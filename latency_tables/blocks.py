@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,9 @@ class Block:
     def __post_init__(self) -> None:
         if not self.exact:
             self.exact = tuple(frozenset({f}) if f == lo else frozenset() for f, lo in zip(self.full, self.least))
+
+    def describe(self, values: Sequence[int]) -> str:
+        return describe_key(self.key, dict(zip(self.vars, values)))
 
     def module(self, values: Sequence[int]) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
         """A runnable module and inputs at these channel counts."""
@@ -176,6 +180,30 @@ def _var(space: PruningSpace, counter: PlaceCounter, node: fx.Node, dim: int) ->
         r = counter.row[node.name]
         return node.name, int(counter.full[r]), int(counter.least[r])
     return None, shape[dim], shape[dim]
+
+
+def describe_key(key: str, values: dict[str, int] | None = None) -> str:
+    """A block key as a person reads it: 'Conv2d 3x3 s2 dw +BatchNorm2d+ReLU6 1x32x112x112'."""
+    try:
+        d = json.loads(key)
+        ops = [o if isinstance(o, dict) else {"op": str(o)} for o in d["ops"]]
+    except (ValueError, TypeError, KeyError):
+        return key[:56]  # not a key latprune's block extraction wrote
+    head = ops[0]
+    words = [str(head.get("op", "?"))[:24]]
+    if "kernel" in head:
+        words.append("x".join(map(str, head["kernel"])))
+        stride = head.get("stride") or [1]
+        words += [f"s{stride[0]}"] if max(stride) > 1 else []
+        words += ["dw"] if head.get("groups") == "depthwise" else [f"g{head['groups']}"] if head.get("groups") not in (1, None) else []
+    if d["kind"] == "op":  # glue op: [name, its other arguments]
+        words = [words[0].split("(")[0]]
+    elif len(ops) > 1:
+        words.append("+" + "+".join(str(o.get("op", "?")).split("(")[0] for o in ops[1:]))
+    dims = [str(v) for v in (d["inputs"][0] if d["inputs"] else [])]
+    if values:
+        dims = [re.sub(r"[a-z_]+", lambda m: str(values.get(m.group(0), m.group(0))), v) for v in dims]
+    return " ".join(words + ["x".join(dims)])
 
 
 def _key(kind: str, ops: list[Any], inputs: list[list[Any]], dtype: str) -> str:

@@ -7,6 +7,7 @@ interrupted profile resumes where it stopped and two models' profiles share one 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ import torch
 from tqdm import tqdm
 
 import compiler
+from compiler.errors import BadInputError
 from compiler.lower import as_inputs
+from compiler.memory import check_fits
 from targets.base import Target, Timing
 
 from .blocks import Block, extract
@@ -40,13 +43,19 @@ class ProfileStats:
 def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out: str | os.PathLike | None = None,
             grid_points: int = 6, variants: int = 12, seed: int = 0, name: str | None = None,
             block_timing: Timing = BLOCK_TIMING, model_timing: Timing = MODEL_TIMING, force: bool = False,
-            progress: bool = True, save_every_s: float = 5.0) -> LatencyTable:
-    """Profile `model` on `target` into a LatencyTable (extending and resuming `out` if it exists)."""
+            progress: bool = True, save_every_s: float = 5.0, memory_limit: str | int | None = "auto") -> LatencyTable:
+    """Profile `model` on `target` into a LatencyTable (extending and resuming `out` if it exists).
+    `memory_limit` ('auto': 90% of available memory, a size such as '16G', or None) refuses a
+    model whose estimated footprint would not fit, before anything is built."""
     t0 = time.perf_counter()
+    if grid_points < 2 or variants < 0 or not save_every_s > 0:
+        raise BadInputError(f"profile needs grid_points >= 2, variants >= 0 and save_every_s > 0 "
+                            f"(got {grid_points}, {variants}, {save_every_s})")
     fp = target.fingerprint()
     table = _start(out, fp, target, block_timing, model_timing, force)
     inputs = as_inputs(example_inputs)
     gm = compiler.lower(model, inputs)
+    check_fits(gm, memory_limit)
     space = compiler.analyze(gm, multiple_of=target.channel_step)
     blocks, _ = extract(gm, space)
 
@@ -58,15 +67,18 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
     reused = len(needed) - len(todo)
 
     last_save = time.monotonic()
+    if progress and not todo:
+        tqdm.write(f"latency table: all {reused} points of {name or type(model).__name__} on {target.name} "
+                   f"are already measured{f' in {out}' if out else ''}; reusing them", file=sys.stderr)
     bar = tqdm(todo, desc=f"profile {name or type(model).__name__} on {target.name}", unit="pt",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress or not todo, dynamic_ncols=True)
     if hasattr(target, "prepare"):  # e.g. TVM: tune the whole grid in one run
         target.prepare([blocks[k].module(p) for k, p in todo] + ([_EMPTY] if table.overhead_ms <= 0 else []))
     if table.overhead_ms <= 0:
         table.overhead_ms = _overhead(target, block_timing)
     try:
         for key, point in bar:
-            bar.set_postfix_str(key[key.find('"inputs"'):][:40])
+            bar.set_postfix_str(blocks[key].describe(point))
             module, xs = blocks[key].module(point)
             stats = target.measure(target.build(module, xs), block_timing)
             table.entries[key].points[point] = [stats.median_ms, stats.p10_ms, stats.p90_ms, stats.runs]
@@ -146,9 +158,11 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
     smalls = {i: compiler.rewrite(gm, space, w, "l1", inputs) for i, w in enumerate(plans) if i >= have}
     if smalls and hasattr(target, "prepare"):
         target.prepare([(m, inputs) for m in smalls.values()])
-    full = target.build(smalls[0], inputs) if 0 in smalls else target.build(compiler.rewrite(gm, space, None), inputs)
-    for i, widths in tqdm(list(enumerate(plans))[have:], desc="end-to-end variants", disable=not progress,
-                          dynamic_ncols=True):
+    todo = list(enumerate(plans))[have:]
+    if todo:
+        full = smalls[0] if 0 in smalls else compiler.rewrite(gm, space, None)
+        full = target.build(full, inputs)
+    for i, widths in tqdm(todo, desc="end-to-end variants", disable=not progress or not todo, dynamic_ncols=True):
         ref = target.measure(full, timing)  # the unpruned model beside each variant: drift cancels
         stats = target.measure(target.build(smalls[i], inputs), timing)
         record["variants"].append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),

@@ -221,14 +221,20 @@ def load(path: str | os.PathLike) -> LatencyTable:
     """Read and fully validate a table file; any defect is a TableError naming it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise TableError(f"cannot read latency table {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TableError(f"{path} is not a latency table (not UTF-8 text; a .latprune model is read by "
+                         "`latprune show`)") from None
+    if not text.lstrip().startswith("{"):
+        raise TableError(f"{path} is not a latency table (not a JSON object); give the .json that "
+                         "`latprune profile` wrote")
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TableError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); the file is corrupt: "
-                         "delete it and profile again") from None
+        raise TableError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); the table is corrupt "
+                         "(damaged or cut short): profile again into a new file") from None
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         raise TableError(f"{path} is not a latprune latency table (schema "
                          f"{d.get('schema') if isinstance(d, dict) else None!r}, expected {SCHEMA!r})")
@@ -240,7 +246,27 @@ def load(path: str | os.PathLike) -> LatencyTable:
                          "measurements; re-profile rather than edit them")
     try:
         entries = {k: Entry.from_dict(e) for k, e in d["entries"].items()}
-        return LatencyTable(dict(d["fingerprint"]), dict(d["timing"]), int(d["step"]), float(d["overhead_ms"]),
-                            entries, dict(d["models"]))
-    except (KeyError, TypeError, ValueError) as exc:
+        table = LatencyTable(dict(d["fingerprint"]), dict(d["timing"]), int(d["step"]), float(d["overhead_ms"]),
+                             entries, dict(d["models"]))
+        _check_sense(table)
+        return table
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TableError(f"{path} is malformed ({type(exc).__name__}: {exc}); profile again") from None
+
+
+def _check_sense(t: LatencyTable) -> None:
+    """What a checksum cannot vouch for (it can be recomputed over anything): values a profile
+    could have written. Raises ValueError naming the first that is not."""
+    if not t.entries:
+        raise ValueError("no block entries")
+    if t.step < 1 or not (np.isfinite(t.overhead_ms) and t.overhead_ms >= 0):
+        raise ValueError(f"step {t.step} / overhead_ms {t.overhead_ms}")
+    if not all(isinstance(k, str) for k in t.fingerprint) or "target" not in t.fingerprint:
+        raise ValueError("fingerprint names no target")
+    for key, e in t.entries.items():
+        if e.step < 1 or not e.vars or any(v < 1 for g in e.grid for v in g):
+            raise ValueError(f"entry {key[:60]}: step {e.step}, grid {e.grid}")
+    for key, m in t.models.items():
+        coef = m.get("correction", {}).get("coef", [1.0, 0.0, 0.0])
+        if len(coef) != 3 or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in coef):
+            raise ValueError(f"model {key}: correction {coef}")

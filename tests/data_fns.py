@@ -25,3 +25,18 @@ def top3(val: list[Any]) -> Any:
             hits = sum(int((model(x).topk(3, dim=1).indices == y[:, None]).any(1).sum()) for x, y in val)
         return hits / sum(len(y) for _, y in val)
     return score
+
+
+def a_string(val: list[Any]) -> str:
+    """An --eval factory that returns a string instead of eval_fn."""
+    return "accuracy"
+
+
+def scores_a_string(val: list[Any]) -> Any:
+    """An --eval factory whose eval_fn returns a string instead of a number."""
+    return lambda model: "0.9"
+
+
+def numpy_loaders() -> tuple[list[Any], list[Any]]:
+    """(train, val) batches as numpy arrays, as many data pipelines yield them."""
+    return [(x.numpy(), y.numpy()) for x, y in loaders()[0]], [(x.numpy(), y.numpy()) for x, y in loaders()[1]]
