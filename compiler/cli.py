@@ -1,18 +1,47 @@
-"""The `latprune` command: profile | inspect | compile.
+"""The `latprune` command: profile | inspect | compile | show.
 
 Errors a user can cause print one line naming the cause and the fix, and exit with the
-error's code (2 bad input, 3 infeasible budget, 4 verification failed); Ctrl-C exits 130
-and leaves no half-written file (every artifact is written atomically).
+error's code (2 bad input, 3 infeasible budget, 4 verification failed, 5 output folder busy);
+an OSError on a path the user gave is exit 2 too. Anything else is a bug in latprune: one line
+and exit 1; `--debug` shows the traceback. Ctrl-C exits 130 and leaves no half-written file
+(every artifact is written atomically).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import traceback
+import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError, LatpruneError
+
+
+def _number(kind: type, low: float, strict: bool = False) -> Any:
+    """An argparse type: a finite `kind` >= low (> low when strict), else a one-line error."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {low:g}")
+        return value
+    return parse
+
+
+POSITIVE_INT, COUNT, NONNEG = _number(int, 1), _number(int, 0), _number(float, 0.0)
+
+
+def _version() -> str:
+    try:
+        return version("latprune")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _target_options(args: argparse.Namespace, name: str | None = None) -> dict[str, Any]:
@@ -39,8 +68,11 @@ def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
                        help="repeat for several targets (default onnxruntime-cpu)")
     else:
         p.add_argument("--target", default="onnxruntime-cpu", choices=targets.NAMES)
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads the engine runs with (default 1)")
-    p.add_argument("--trials", type=int, default=16, help="meta-schedule trials per block (TVM targets)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="intra-op threads the engine runs with (default 1)")
+    p.add_argument("--trials", type=COUNT, default=16, help="meta-schedule trials per block (TVM targets)")
+    p.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                   help="refuse a build estimated to need more memory (default auto: 90%% of what is free; "
+                        "e.g. 16G, or none)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="time on a TVM RPC server (TVM targets)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="time on a free device of --rpc-key from this tracker")
     p.add_argument("--rpc-key", default="latprune", help="device key on the tracker")
@@ -59,7 +91,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     try:
         table = latency_tables.profile(model, inputs, target, out=args.out, grid_points=args.grid_points,
                                        variants=args.variants, seed=args.seed, name=args.name or args.model,
-                                       force=args.force, progress=not args.quiet, save_every_s=args.save_every)
+                                       force=args.force, progress=not args.quiet, save_every_s=args.save_every,
+                                       memory_limit=args.memory_limit)
     finally:
         target.close()
     s = table.last_profile
@@ -74,6 +107,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import latency_tables
+    from latency_tables.blocks import describe_key
 
     table = latency_tables.load(args.table)
     s = table.summary()
@@ -86,9 +120,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  timing: {json.dumps(s['timing']['blocks'])}")
     print(f"  entries: {s['entries']} blocks ({s['complete_entries']} complete), {s['points']} measured points")
     for key, grid in list(s["grids"].items())[: args.limit]:
-        d = json.loads(key)
-        op = d["ops"][0]["op"] if isinstance(d["ops"][0], dict) else d["ops"][0]
-        print(f"    {d['kind']:6s} {str(op)[:48]:48s} in={d['inputs'][0]} grid={grid}")
+        print(f"    {describe_key(key):56s} grid={grid}")
     if len(s["grids"]) > args.limit:
         print(f"    ... {len(s['grids']) - args.limit} more (--limit)")
     for key, m in s["models"].items():
@@ -143,13 +175,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     try:
         data = load_data(args.data, parse_shape(args.input_shape[0]), batch_size=args.batch_size, seed=args.seed,
                          max_val=args.eval_images)
-        eval_fn = load_metric(args.eval)(data.val) if args.eval else None
+        eval_fn = load_metric(args.eval)(data.val) if args.eval else None  # checked: a callable or exit 2
         result = run_compile(model, inputs, tgts, budget=args.budget, table=args.table, calib_data=data,
                              eval_fn=eval_fn, out_dir=args.out, finetune_epochs=args.finetune_epochs,
                              strategy=args.strategy, max_evaluations=args.evaluations, seed=args.seed,
                              tolerance=args.tolerance, cache_dir=cache, force=args.force,
                              verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
-                             shipped_tables=not args.no_shipped_tables, progress=not args.quiet)
+                             shipped_tables=not args.no_shipped_tables, progress=not args.quiet,
+                             memory_limit=args.memory_limit, wait=not args.no_wait)
     finally:
         for t in tgts:
             t.close()
@@ -161,23 +194,62 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep, indent=1, default=float))
         return 0
+    print(summary(rep, Path(args.out)))
+    return 0
+
+
+def summary(rep: dict[str, Any], out: Path) -> str:
+    """What a person wants after a build: latency, size and accuracy per target, what the search
+    bought over uniform scaling, and which layers were pruned."""
+    lines = []
     for name, t in rep["targets"].items():
         v, acc = t["verify"], t["accuracy"]
         measured = "not measured (--no-verify)" if "skipped" in v else f"measured {v['measured_ms']:.4g} ms"
-        print(f"{name}: budget {t['budget']} = {t['budget_ms']:.4g} ms; predicted {t['predicted_ms']:.4g} ms, "
-              f"{measured}; "
-              f"params {t['params']['pruned']:,}/{t['params']['original']:,}; "
-              f"accuracy {acc['original']:.4f} -> {acc['adabn']:.4f} (AdaBN)"
-              + (f" -> {acc['finetuned']:.4f} (fine-tuned)" if acc["finetuned"] is not None else ""),
-              file=sys.stderr)
-        print(f"  artifacts: {', '.join(f'{k}={p}' for k, p in t['files'].items())}", file=sys.stderr)
-    print(f"report: {Path(args.out) / 'report.json'} and report.html" + (" (cached)" if rep.get("cached") else ""),
-          file=sys.stderr)
+        lines.append(f"{name}: budget {t['budget']} = {t['budget_ms']:.4g} ms; predicted {t['predicted_ms']:.4g} ms, "
+                     f"{measured}; params {t['params']['pruned']:,}/{t['params']['original']:,}; accuracy "
+                     f"{acc['original']:.4f} -> {acc['adabn']:.4f} (AdaBN)"
+                     + (f" -> {acc['finetuned']:.4f} (fine-tuned)" if acc["finetuned"] is not None else ""))
+        u = t.get("uniform")
+        if u:
+            lines.append(f"  uniform scaling at the same budget: {u['adabn']:.4f} after AdaBN (predicted "
+                         f"{u['predicted_ms']:.4g} ms); searched: {acc['adabn']:.4f}")
+        pruned = [g for g in t["groups"] if g["kept"] < g["size"]]
+        lines.append(f"  pruned {len(pruned)} of {sum(g['prunable'] for g in t['groups'])} prunable channel groups:")
+        lines += [f"    {g['id']}: {g['size']} -> {g['kept']}  ({', '.join(g.get('layers', [])[:4])}"
+                  f"{', ...' if len(g.get('layers', [])) > 4 else ''})" for g in pruned]
+        lines.append(f"  artifacts: {', '.join(f'{k}={p}' for k, p in t['files'].items())}")
+    lines += [f"warning: {w}" for w in rep.get("warnings", [])]
+    lines.append(f"report: {out / 'report.json'} and report.html" + (" (cached)" if rep.get("cached") else ""))
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """What a .latprune file holds: inputs, groups and their widths, layers, parameters."""
+    from .serialize import load
+
+    gm = load(args.file)
+    info = gm.meta["latprune"]
+    space, widths = info["space"], info["widths"]
+    n_params = sum(p.numel() for p in gm.parameters())
+    layers = [(n.target, type(gm.get_submodule(n.target)).__name__) for n in gm.graph.nodes if n.op == "call_module"]
+    groups = [{"id": g.id, "size": g.size, "kept": widths.get(g.id, g.size), "prunable": g.prunable,
+               "reason": g.reason} for g in space.groups]
+    if args.json:
+        print(json.dumps({"file": str(args.file), "inputs": gm.meta["example_shapes"], "params": n_params,
+                          "groups": groups, "layers": [{"name": a, "type": b} for a, b in layers]}, indent=1))
+        return 0
+    print(f"pruned model {args.file}: inputs {gm.meta['example_shapes']}, {n_params:,} parameters, "
+          f"{len(layers)} layers, {len(groups)} channel groups")
+    for g in groups:
+        state = f"{g['size']} -> {g['kept']}" if g["prunable"] else f"{g['size']} (frozen: {g['reason']})"
+        print(f"  {g['id']}: {state}")
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="latprune", description="Hardware-aware, latency-constrained channel pruning.")
+    ap.add_argument("--version", action="version", version=f"latprune {_version()}")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of any error")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("profile", help="measure a model's blocks on a target into a latency table")
@@ -185,12 +257,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", required=True, help="e.g. 1,3,224,224 (repeat per input)")
     _add_target_args(p)
     p.add_argument("--out", type=Path, required=True, help="table file (extended and resumed if it exists)")
-    p.add_argument("--grid-points", type=int, default=6, help="on-step grid points per channel dim")
-    p.add_argument("--variants", type=int, default=12, help="random variants measured end to end for the correction")
+    p.add_argument("--grid-points", type=_number(int, 2), default=6, help="on-step grid points per channel dim")
+    p.add_argument("--variants", type=COUNT, default=12, help="random variants measured end to end for the correction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="model name recorded in the table")
     p.add_argument("--force", action="store_true", help="use/overwrite a table of another fingerprint")
-    p.add_argument("--save-every", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--save-every", type=_number(float, 0.0, strict=True), default=5.0, metavar="SECONDS",
                    help="checkpoint the table this often (an interrupted profile resumes from it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -204,18 +276,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="fashion-mnist, an ImageFolder folder, a .npz with x/y, or package.module:function")
     p.add_argument("--eval", help="package.module:function(val_batches) -> eval_fn (default top-1)")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size (AdaBN, fine-tune)")
-    p.add_argument("--adabn-batches", type=int, default=8,
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="training batch size (AdaBN, fine-tune)")
+    p.add_argument("--adabn-batches", type=POSITIVE_INT, default=8,
                    help="training batches that re-estimate BN statistics per candidate (default 8)")
-    p.add_argument("--eval-images", type=int, default=2000, help="held-out images that score candidates (default 2000)")
+    p.add_argument("--eval-images", type=POSITIVE_INT, default=2000, help="held-out images that score candidates (default 2000)")
     p.add_argument("--out", type=Path, default=Path("build/latprune"))
     p.add_argument("--table", type=Path, action="append",
                    help="use this latency table (one per --target, in order; default: profile into the cache)")
     p.add_argument("--cache-dir", type=Path, help="tables and search scores (default: beside --out)")
-    p.add_argument("--finetune-epochs", type=float, default=0.0, help="KD fine-tune from the original (default 0)")
+    p.add_argument("--finetune-epochs", type=NONNEG, default=0.0, help="KD fine-tune from the original (default 0)")
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"])
-    p.add_argument("--evaluations", type=int, default=60, help="candidates the search evaluates")
-    p.add_argument("--tolerance", type=float, default=0.03, help="measured latency may exceed the budget by this share")
+    p.add_argument("--evaluations", type=POSITIVE_INT, default=60, help="candidates the search evaluates")
+    p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depfile", type=Path, help="write a Make/Ninja depfile for out/report.json")
     p.add_argument("--force", action="store_true", help="use a table of another fingerprint")
@@ -223,28 +295,48 @@ def parser() -> argparse.ArgumentParser:
                    help="profile afresh instead of starting from a shipped table of this device")
     p.add_argument("--no-verify", action="store_true",
                    help="emit engines without timing them (a cross-compiled target with no device attached)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="fail at once (exit 5) when another build is writing --out, instead of queueing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print report.json to stdout (progress stays on stderr)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("inspect", help="summarise a latency table")
     p.add_argument("table", type=Path)
-    p.add_argument("--limit", type=int, default=20, help="blocks to list")
+    p.add_argument("--limit", type=COUNT, default=20, help="blocks to list")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser("show", help="summarise a pruned model file (model.latprune)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_show)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    warnings.showwarning = lambda message, *_, **__: print(f"latprune: warning: {message}", file=sys.stderr)
     try:
         return args.fn(args)
     except LatpruneError as exc:
-        print(f"latprune: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, f"error: {exc}", exc.exit_code)
+    except OSError as exc:  # a path the user gave: missing, a file where a folder belongs, no permission, disk full
+        where = f" {exc.filename}" if exc.filename else ""
+        return _fail(args, f"error: cannot use{where}: {exc.strerror or exc}", 2)
     except KeyboardInterrupt:
         print("latprune: interrupted; finished work is saved and the next run resumes from it", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug in latprune, not the user's mistake
+        return _fail(args, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                           "(a bug in latprune; rerun with --debug for the traceback and report it)", 1)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"latprune: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -30,20 +30,35 @@ def _plots(t: dict[str, Any]) -> tuple[str, str]:
     ax.axvline(t["budget_ms"], color="k", ls=":", label="budget")
     ax.scatter([t["predicted_ms"]], [t["accuracy"]["adabn"]], marker="*", s=160, color="gold", edgecolor="k",
                label="chosen", zorder=5)
+    u = t.get("uniform")
+    if u:
+        ax.scatter([u["predicted_ms"]], [u["adabn"]], marker="s", s=60, color="#888", edgecolor="k",
+                   label="uniform scaling", zorder=4)
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("score after AdaBN")
     ax.legend(fontsize=8)
     fig.tight_layout()
     pareto = _png(fig)
     groups = [g for g in t["groups"] if g["prunable"]]
-    fig, ax = plt.subplots(figsize=(max(6, len(groups) * 0.25), 3.4))
+    fig, ax = plt.subplots(figsize=(max(6, len(groups) * 0.3), 4.2))
     ax.bar(range(len(groups)), [g["size"] for g in groups], color="#ddd", label="original")
     ax.bar(range(len(groups)), [g["kept"] for g in groups], color="#3a7", label="kept")
+    ax.set_xticks(range(len(groups)), [g["id"] for g in groups], rotation=75, ha="right", fontsize=7)
     ax.set_xlabel("prunable channel group (graph order)")
     ax.set_ylabel("channels")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return pareto, _png(fig)
+
+
+def _bought(t: dict[str, Any]) -> str:
+    """The searched model against uniform width scaling under the same budget, both after AdaBN."""
+    u = t.get("uniform")
+    if not u:
+        return "no uniform scaling fits the budget"
+    gain = t["accuracy"]["adabn"] - u["adabn"]
+    return (f"searched {t['accuracy']['adabn']:.4f} vs uniform scaling {u['adabn']:.4f} (width x{u['ratio']:.2f}, "
+            f"predicted {u['predicted_ms']:.4g} ms) after AdaBN: {gain:+.4f}")
 
 
 def render(report: dict[str, Any]) -> str:
@@ -63,11 +78,16 @@ def render(report: dict[str, Any]) -> str:
                 ("accuracy", ", ".join(f"{k} {v:.4f}" for k, v in acc.items() if v is not None)),
                 ("outputs vs PyTorch", v["skipped"] if "skipped" in v else f"max rel. error {v['output_max_rel_error']:.2e}"),
                 ("search", f"{t['search']['stats']['candidates']} candidates, "
-                           f"{t['search']['stats']['candidates_per_second']} /s")]
+                           f"{t['search']['stats']['candidates_per_second']} /s"),
+                ("what the search bought", _bought(t))]
         pareto, widths = _plots(t)
         parts += [f"<h2>{esc(name)}</h2><table>"] + [f"<tr><th align=left>{esc(k)}</th><td>{esc(x)}</td></tr>"
                                                     for k, x in rows] + ["</table>",
                   f'<img src="data:image/png;base64,{pareto}"> <img src="data:image/png;base64,{widths}">']
+    if report.get("warnings"):
+        parts.insert(2, "<ul>" + "".join(f"<li><b>warning:</b> {esc(w)}</li>" for w in report["warnings"]) + "</ul>")
+    parts += ["<h2>seconds per stage</h2><table>"] + [f"<tr><th align=left>{esc(k)}</th><td>{v:.2f}</td></tr>"
+                                                     for k, v in report["seconds"].items()] + ["</table>"]
     return "<!doctype html><meta charset=utf-8><title>latprune report</title>" \
            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 10px}</style>" \
            + "\n".join(parts)

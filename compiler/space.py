@@ -1,4 +1,4 @@
-"""The vocabulary of design.md: ChannelGroup, PruningSpace, Widths.
+"""The vocabulary of README's Architecture: ChannelGroup, PruningSpace, Widths.
 
 A group's channels are pruned in *units*: usually one channel, but a unit spans several
 channels where the graph forces it (a GroupNorm group, a depthwise multiplier, a channel

@@ -1,4 +1,4 @@
-"""Backends that build a model into an engine and time it on a device (design.md: Target).
+"""Backends that build a model into an engine and time it on a device (README's Architecture: Target).
 
 `targets.get(name, **options)` is the one entry point; backends import their libraries
 only when asked for, so a missing TVM or TensorRT never breaks the others.

@@ -1,6 +1,6 @@
 """What every backend shares: the Target protocol, its artifacts and how latency is timed.
 
-Timing follows design.md: warm up, run until both a minimum count and a minimum time are
+Timing follows README's Architecture: warm up, run until both a minimum count and a minimum time are
 reached, report the median with p10/p90 and IQR, and time again (up to `max_rounds`) when
 the IQR is wide, keeping the tightest round. How it was timed travels with the numbers.
 """

@@ -1,6 +1,6 @@
 """`tvm-llvm`: TVM (Relax) on this host's CPU, each graph tuned with meta-schedule.
 
-Untuned TVM convolutions run ~50x slower than ORT (design.md), so a latency table of
+Untuned TVM convolutions run ~50x slower than ORT (README's Architecture), so a latency table of
 untuned schedules would mislead: every build tunes its tasks (`trials` per task) into a
 tuning database (`work_dir`) that later builds reuse, the final engine included. Timing
 runs locally, or on a TVM RPC server (`rpc`) or a free device of a tracker key

@@ -35,6 +35,9 @@ def test_profile_then_inspect(tmp_path) -> None:
     assert s["entries"] == rep["entries"] and s["complete_entries"] == s["entries"]
     r = latprune("profile", TINY, "--input-shape", "1,3,16,16", "--out", str(out), "--threads", "2", "--quiet")
     assert r.returncode == 2 and "threads: table has 1, target has 2" in r.stderr and "Traceback" not in r.stderr
+    r = latprune("profile", TINY, "--input-shape", "1,3,16,16", "--out", str(out), "--grid-points", "3",
+                 "--variants", "2")  # everything already measured: say so, no empty progress bar
+    assert r.returncode == 0 and "are already measured" in r.stderr and "0pt" not in r.stderr, r.stderr
 
 
 def test_interrupted_profile_leaves_a_valid_table_and_resumes(tmp_path) -> None:
@@ -92,3 +95,21 @@ def test_profile_accepts_a_torch_export_file(tmp_path) -> None:
                  str(tmp_path / "t.json"), "--grid-points", "2", "--variants", "2", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "points measured" in r.stdout
+
+
+def test_version_show_and_debug(tmp_path) -> None:
+    import compiler
+    from cli_models import tiny
+
+    r = latprune("--version")
+    assert r.returncode == 0 and r.stdout.startswith("latprune 0.")
+    path = tmp_path / "m.latprune"
+    compiler.save(compiler.prune(tiny(), torch.randn(1, 3, 16, 16), {"_0": 16}), path)
+    r = latprune("show", str(path))
+    assert r.returncode == 0 and "32 -> 16" in r.stdout and "frozen: model output" in r.stdout, r.stdout
+    shown = json.loads(latprune("show", str(path), "--json").stdout)
+    assert {"id": "_0", "size": 32, "kept": 16, "prunable": True, "reason": None} in shown["groups"]
+    r = latprune("inspect", str(path))  # a model file is not a table: say which command reads it
+    assert r.returncode == 2 and "latprune show" in r.stderr and "Traceback" not in r.stderr
+    r = latprune("--debug", "inspect", str(path))
+    assert r.returncode == 2 and "Traceback" in r.stderr and r.stderr.strip().splitlines()[-1].startswith("latprune: error")

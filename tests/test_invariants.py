@@ -1,4 +1,4 @@
-"""design.md's invariants on hand-written nets that cover every construct of issue 2."""
+"""README's Architecture's invariants on hand-written nets that cover every construct of issue 2."""
 from __future__ import annotations
 
 import numpy as np
