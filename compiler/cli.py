@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInputError, LatpruneError
+from .errors import BadInputError, LatpruneError, VerificationError
 
 
 def _number(kind: type, low: float, strict: bool = False) -> Any:
@@ -183,6 +183,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
                              verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
                              shipped_tables=not args.no_shipped_tables, progress=not args.quiet,
                              memory_limit=args.memory_limit, wait=not args.no_wait)
+    except VerificationError:  # the report was written: show what missed before the error line
+        report = Path(args.out) / "report.json"
+        if report.is_file():
+            rep = json.loads(report.read_text())
+            print(json.dumps(rep, indent=1) if args.json else summary(rep, Path(args.out)))
+        raise
     finally:
         for t in tgts:
             t.close()

@@ -345,7 +345,7 @@ def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...
             "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": check,
             "accuracy": acc, "widths": best.widths,
             "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
-                        "layers": sorted({m.node for m in g.members})} for g in space.groups],
+                        "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order
             "uniform": None if best.uniform is None else {
                 "predicted_ms": best.uniform.latency_ms, "adabn": best.uniform.score,
                 "ratio": round(sum(best.uniform.widths[g.id] for g in space.prunable())

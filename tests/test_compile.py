@@ -167,8 +167,9 @@ def test_exit_codes_from_real_bad_inputs(case, npz, table, tmp_path) -> None:
     expect = {"untraceable": "trace", "corrupt_table": "corrupt", "foreign_table": "device", "nan_data": "NaN",
               "wrong_shape": "shape", "infeasible": "smallest reachable latency", "over_budget": "over the budget", "two_tables": "one per target"}
     assert expect[case] in msg, msg
-    if case == "over_budget":  # the report says why, and the artifacts are there to inspect
+    if case == "over_budget":  # the report says why, the summary shows it, the artifacts are there to inspect
         assert json.loads((out / "report.json").read_text())["status"] == "verification_failed"
+        assert "measured" in r.stdout and "pruned" in r.stdout and "report:" in r.stdout, r.stdout
     else:
         assert not out.exists()
 
