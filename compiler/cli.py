@@ -186,8 +186,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except VerificationError:  # the report was written: show what missed before the error line
         report = Path(args.out) / "report.json"
         if report.is_file():
-            rep = json.loads(report.read_text())
-            print(json.dumps(rep, indent=1) if args.json else summary(rep, Path(args.out)))
+            _print_report(json.loads(report.read_text()), args)
         raise
     finally:
         for t in tgts:
@@ -196,12 +195,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
         from .atomic import atomic_write_text
         target = (Path(args.out) / "report.json").as_posix()
         atomic_write_text(args.depfile, f"{target}: " + " ".join(d.replace(" ", "\\ ") for d in _deps(args)) + "\n")
-    rep = result.report
-    if args.json:
-        print(json.dumps(rep, indent=1, default=float))
-        return 0
-    print(summary(rep, Path(args.out)))
+    _print_report(result.report, args)
     return 0
+
+
+def _print_report(rep: dict[str, Any], args: argparse.Namespace) -> None:
+    """report.json on stdout with --json, else the summary a person reads."""
+    print(json.dumps(rep, indent=1, default=float) if args.json else summary(rep, Path(args.out)))
 
 
 def summary(rep: dict[str, Any], out: Path) -> str:

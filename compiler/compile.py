@@ -180,7 +180,7 @@ def _swap_in(stage: Path, out_dir: Path) -> None:
 
 
 def _warn(report: dict[str, Any], message: str) -> None:
-    report.setdefault("warnings", []).append(message)
+    report["warnings"].append(message)
     warnings.warn(message, stacklevel=3)
 
 

@@ -9,7 +9,6 @@ malformed data is a BadInputError naming the problem, never a failure deep in a 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -161,9 +160,8 @@ def _folder(root: Path, shape: tuple[int, ...], seed: int) -> tuple[tuple[torch.
 
 
 def _function(spec: str) -> tuple[Iterable[Any], Iterable[Any]]:
-    mod, _, fn = spec.partition(":")
     try:
-        out = getattr(importlib.import_module(mod), fn)()
+        out = pkgutil.resolve_name(spec)()
     except Exception as exc:
         raise BadInputError(f"--data {spec}: {type(exc).__name__}: {exc}") from None
     if not (isinstance(out, tuple) and len(out) == 2):

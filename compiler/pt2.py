@@ -56,7 +56,7 @@ def check_archive(path: str | os.PathLike) -> list[str]:
             if f"data/weights/{m}.pt" in names or f"data/constants/{m}.pt" in names:
                 raise _refuse(path, "it uses the legacy pickled weight layout")
             for kind in ("weights", "constants"):
-                name = f"data/{kind}/model_{kind}_config.json".replace("model_", f"{m}_")
+                name = f"data/{kind}/{m}_{kind}_config.json"
                 if name not in names:
                     raise BadInputError(f"{path}: {name} is missing from the archive; it is damaged or not a .pt2")
                 for fqn, meta in _config(reader, name).items():

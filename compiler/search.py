@@ -114,6 +114,7 @@ class _Search:
         self.budgets, self.rng = budgets, rng
         self.max_evaluations, self.deadline = max_evaluations, deadline
         self.archive: dict[str, Candidate] = {}
+        self.uniforms: dict[float, np.ndarray | None] = {}
         self.bar = tqdm(total=max_evaluations, desc="search", disable=not progress, unit="cand", leave=False)
 
     def latency(self, genes: np.ndarray) -> float:
@@ -174,7 +175,13 @@ class _Search:
         return out
 
     def uniform(self, ms: float) -> np.ndarray | None:
-        """Uniform width scaling, the widest that meets the budget: the baseline to beat."""
+        """Uniform width scaling, the widest that meets the budget: the baseline to beat. Computed
+        once per budget (the repair draws from the rng), so the seed and the reported baseline agree."""
+        if ms not in self.uniforms:
+            self.uniforms[ms] = self._uniform(ms)
+        return self.uniforms[ms]
+
+    def _uniform(self, ms: float) -> np.ndarray | None:
         lo, hi = 0.0, 1.0
         for _ in range(20):
             mid = (lo + hi) / 2
