@@ -36,6 +36,12 @@ def cli(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+# The folder tests check ownership, locking and staging, not latency: their budgets sit just under
+# the unpruned model's so every pruned candidate is feasible whatever this host's latency ratios
+# are (a CI host measured the tiny model's floor at 0.55x, so a 0.5x budget was infeasible there).
+LOOSE, LOOSER = "0.97x", "0.99x"
+
+
 def build_args(data: Path, table: Path, out: Path, *extra: str) -> list[str]:
     return ["compile", TINY_MODEL, "--input-shape", TINY_SHAPE, "--data", str(data), "--table", str(table),
             "--out", str(out), "--evaluations", "3", "--no-verify", "--quiet", *extra]
@@ -50,13 +56,13 @@ def complete(out: Path) -> bool:
 
 def test_two_builds_into_one_out_queue_and_leave_a_complete_build(data, tiny_table, tmp_path) -> None:
     out = tmp_path / "build"
-    a = cli(*build_args(data, tiny_table, out, "--budget", "0.8x"))
-    b = cli(*build_args(data, tiny_table, out, "--budget", "0.6x"))
+    a = cli(*build_args(data, tiny_table, out, "--budget", LOOSER))
+    b = cli(*build_args(data, tiny_table, out, "--budget", LOOSE))
     for p in (a, b):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
     assert complete(out)
-    assert json.loads((out / "report.json").read_text())["budget"] in ("0.8x", "0.6x")
+    assert json.loads((out / "report.json").read_text())["budget"] in (LOOSER, LOOSE)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("build", ".latprune-cache", ".build.lock")]
     assert not leftovers, leftovers  # no staging or old folders left beside OUT
 
@@ -70,11 +76,11 @@ def test_no_wait_fails_fast_while_another_build_holds_out(data, tiny_table, tmp_
     held = FileLock(str(tmp_path / ".build.lock"))
     held.acquire()
     try:
-        r = cli(*build_args(data, tiny_table, out, "--budget", "0.5x", "--no-wait"))
+        r = cli(*build_args(data, tiny_table, out, "--budget", LOOSE, "--no-wait"))
         _, err = r.communicate(timeout=300)
         assert r.returncode == 5 and "another latprune build is writing" in err and "Traceback" not in err, err
         assert not out.exists()
-        queued = cli(*build_args(data, tiny_table, out, "--budget", "0.5x"))
+        queued = cli(*build_args(data, tiny_table, out, "--budget", LOOSE))
         time.sleep(8)
         assert queued.poll() is None and not out.exists()  # waiting on the lock, not building over it
     finally:
@@ -88,7 +94,7 @@ def test_out_ownership_and_stale_staging(data, tiny_table, tmp_path) -> None:
     model, x = tiny(), torch.randn(1, 3, 16, 16)
     tgt = targets.get("onnxruntime-cpu", threads=1)
     d = compiler.dataspec.load_data(str(data), (1, 3, 16, 16), batch_size=32)
-    kw = dict(table=str(tiny_table), calib_data=d, max_evaluations=2, progress=False)
+    kw = dict(table=str(tiny_table), calib_data=d, max_evaluations=2, progress=False, verify_engines=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     stale = tmp_path / f".empty.staging-killed"
@@ -97,32 +103,34 @@ def test_out_ownership_and_stale_staging(data, tiny_table, tmp_path) -> None:
     (stale / "half.onnx").write_text("")
     foreign_stage = tmp_path / ".empty.staging-notours"  # our prefix, but not marked: left alone
     foreign_stage.mkdir()
-    compiler.compile(model, x, tgt, budget="0.8x", out_dir=empty, **kw)
+    compiler.compile(model, x, tgt, budget=LOOSE, out_dir=empty, **kw)
     assert complete(empty) and not stale.exists() and foreign_stage.exists()
     # a damaged report in a folder latprune built: rebuilt, not a crash
     (empty / "report.json").write_text("[1, 2]")
-    res = compiler.compile(model, x, tgt, budget="0.8x", out_dir=empty, **kw)
+    res = compiler.compile(model, x, tgt, budget=LOOSE, out_dir=empty, **kw)
     assert not res.report.get("cached") and complete(empty)
     # a folder with someone else's files is never replaced
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "lib.so").write_text("keep")
     with pytest.raises(compiler.BadInputError, match="did not write"):
-        compiler.compile(model, x, tgt, budget="0.8x", out_dir=theirs, **kw)
+        compiler.compile(model, x, tgt, budget=LOOSE, out_dir=theirs, **kw)
     assert (theirs / "lib.so").read_text() == "keep" and len(list(theirs.iterdir())) == 1
 
 
 def test_compile_takes_plain_batches_and_warns_when_the_search_is_blind(tiny_table, tmp_path) -> None:
     """The documented call: calib_data as a list of batches, eval_fn a function. A constant
     eval_fn cannot rank candidates, and a budget over the unpruned latency leaves nothing to
-    prune: both are said, in the report and as warnings."""
+    prune: both are said, in the report and as warnings. The budget admits every pruned candidate
+    on any host, so the search has several to compare."""
     model, x = tiny(), torch.randn(1, 3, 16, 16)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randn(16, 3, 16, 16, generator=g) for _ in range(3)]
-    kw = dict(table=str(tiny_table), calib_data=batches, eval_fn=lambda m: 0.5, max_evaluations=4, progress=False)
+    kw = dict(table=str(tiny_table), calib_data=batches, eval_fn=lambda m: 0.5, max_evaluations=4, progress=False,
+              verify_engines=False)
     tgt = targets.get("onnxruntime-cpu", threads=1)
     with pytest.warns(UserWarning, match="could not tell them apart") as caught:
-        res = compiler.compile(model, x, tgt, budget="0.7x", out_dir=tmp_path / "blind", **kw)
+        res = compiler.compile(model, x, tgt, budget=LOOSER, out_dir=tmp_path / "blind", **kw)
     assert any("could not tell them apart" in w for w in res.report["warnings"])
     assert {str(w.message) for w in caught} >= set(res.report["warnings"])
     assert res.report["targets"]["onnxruntime-cpu"]["uniform"]["adabn"] == 0.5
