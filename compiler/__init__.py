@@ -1,28 +1,29 @@
-"""latprune's compiler: lower a CNN to torch.fx, find its channel groups, prune it."""
+"""latprune's compiler: the core passes (compiler.core) and the build pipeline on top of them.
+
+The core's names are imported here at once. The pipeline's (compile, search, ...) load on first
+use: they import `latency_tables` and `targets`, which themselves build on the core, so loading
+them eagerly would make `import latency_tables` re-enter a half-initialised package.
+"""
 from __future__ import annotations
 
-from .adabn import adabn
-from .api import keep_mask, prune, rewrite
-from .cost import macs, params
-from .errors import (ArtifactError, BadInputError, InfeasibleBudgetError, LatpruneError,
-                     LoweringError, VerificationError, WidthsError)
-from .groups import analyze
-from .importance import IMPORTANCE, register_importance
-from .lower import lower
-from .export import ExportError, export_onnx, onnx_bytes
-from .masking import invariant_error, masked_reference
-from .serialize import load, save
-from .space import ChannelGroup, Member, PruningSpace, Widths
-from .budget import Budget, parse_budget
-from .evaluate import Evaluator, top1
-from .search import BudgetResult, Candidate, SearchResult, search
-from .compile import CompileResult, compile
-from .finetune import finetune
+import importlib
+from typing import Any
 
-__all__ = [
-    "lower", "analyze", "prune", "adabn", "macs", "params", "rewrite", "keep_mask", "save", "load", "masked_reference", "invariant_error",
-    "register_importance", "IMPORTANCE", "export_onnx", "onnx_bytes", "ExportError", "ChannelGroup", "Member", "PruningSpace", "Widths",
-    "LatpruneError", "BadInputError", "LoweringError", "WidthsError", "ArtifactError",
-    "InfeasibleBudgetError", "VerificationError", "search", "SearchResult", "BudgetResult", "Candidate",
-    "Budget", "parse_budget", "Evaluator", "top1", "compile", "CompileResult", "finetune",
-]
+from .core import *  # noqa: F403
+from .core import __all__ as _CORE
+
+_PIPELINE = {
+    "Evaluator": "evaluate", "top1": "evaluate", "BudgetResult": "evolution", "Candidate": "evolution",
+    "SearchResult": "evolution", "search": "evolution", "SearchOptions": "evolution", "CompileResult": "pipeline",
+    "compile": "pipeline", "CompileOptions": "pipeline", "finetune": "distill", "dataspec": "dataspec",
+}
+__all__ = [*_CORE, *_PIPELINE]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PIPELINE:
+        raise AttributeError(f"module 'compiler' has no attribute {name!r}")
+    module = importlib.import_module(f".{_PIPELINE[name]}", __name__)
+    value = module if name == _PIPELINE[name] else getattr(module, name)
+    globals()[name] = value
+    return value

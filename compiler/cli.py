@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInputError, LatpruneError, VerificationError
+from .core.errors import BadInputError, LatpruneError, VerificationError
 
 
 def _number(kind: type, low: float, strict: bool = False) -> Any:
@@ -162,7 +162,7 @@ def _deps(args: argparse.Namespace) -> list[str]:
 def cmd_compile(args: argparse.Namespace) -> int:
     import targets
 
-    from .compile import compile as run_compile, default_cache_dir
+    from .pipeline import compile as run_compile, default_cache_dir
     from .dataspec import load_data, load_metric
     from .modelspec import example_inputs, load_model, parse_shape
 
@@ -192,7 +192,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         for t in tgts:
             t.close()
     if args.depfile:
-        from .atomic import atomic_write_text
+        from .core.atomic import atomic_write_text
         target = (Path(args.out) / "report.json").as_posix()
         atomic_write_text(args.depfile, f"{target}: " + " ".join(d.replace(" ", "\\ ") for d in _deps(args)) + "\n")
     _print_report(result.report, args)
@@ -231,7 +231,7 @@ def summary(rep: dict[str, Any], out: Path) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """What a .latprune file holds: inputs, groups and their widths, layers, parameters."""
-    from .serialize import load
+    from .core.serialize import load
 
     gm = load(args.file)
     info = gm.meta["latprune"]

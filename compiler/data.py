@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BadInputError
+from .core.errors import BadInputError
 
 FASHION_MNIST = Path(os.environ.get("LATPRUNE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import BadInputError
+from .core.errors import BadInputError
 from .evaluate import EvalFn, top1
 
 Batch = tuple[torch.Tensor, torch.Tensor]

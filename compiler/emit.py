@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from .export import export_onnx
-from .serialize import save
+from .core.export import export_onnx
+from .core.serialize import save
 
 OUTPUT_RTOL = {"fp32": 1e-3, "fp16": 2e-2}
 

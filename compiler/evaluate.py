@@ -20,12 +20,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .adabn import adabn
-from .atomic import atomic_write_text
-from .errors import BadInputError
-from .importance import select
-from .rewrite import apply
-from .space import PruningSpace, Widths
+from .core.adabn import adabn
+from .core.atomic import atomic_write_text
+from .core.errors import BadInputError
+from .core.importance import select
+from .core.rewrite import apply
+from .core.space import PruningSpace, Widths
 
 CACHE_SCHEMA = "latprune.scores/1"
 SAVE_EVERY = 4

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .errors import BadInputError
+from .core.errors import BadInputError
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 

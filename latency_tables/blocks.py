@@ -21,8 +21,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.node import _get_qualified_name, map_aggregate
 
-from compiler.propagate import CONV, shape_of, tensor_meta
-from compiler.space import PruningSpace, Widths
+from compiler.core.propagate import CONV, shape_of, tensor_meta
+from compiler.core.space import PruningSpace, Widths
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
@@ -58,7 +58,7 @@ class PlaceCounter:
             if (u >= 0).any():
                 np.add.at(self.share[r], owner[u[u >= 0]], 1.0)
         self.share /= sizes[None, :]
-        lo = np.array([g.granularity if g.prunable else g.size for g in space.groups], dtype=np.float64)
+        lo = np.array([g.channel_step if g.prunable else g.size for g in space.groups], dtype=np.float64)
         self.row = {n: i for i, n in enumerate(self.names)}
         self.full = self.fixed + self.share @ sizes
         self.least = self.fixed + self.share @ lo
@@ -79,7 +79,7 @@ class Block:
     vars: tuple[str, ...]
     full: tuple[int, ...]  # the largest value of each var seen in the graphs profiled
     least: tuple[int, ...]  # the smallest value each var can reach under pruning
-    quantum: tuple[int, ...]  # each var moves in multiples of this (grouped convs)
+    channel_step: tuple[int, ...]  # each var moves in multiples of this (grouped convs: the group count)
     builder: Any = field(repr=False, compare=False, default=None)
     exact: tuple[frozenset[int], ...] = ()  # values some use always has (a dim no pruning reaches)
 

@@ -8,15 +8,14 @@ priced as the next step up times a penalty measured for that block.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
 
-def grid_values(least: int, full: int, step: int, quantum: int = 1, points: int = 6) -> list[int]:
-    """Up to `points` on-step counts from `least` to `full`, evenly spread, plus `full`."""
-    q = math.lcm(step, quantum)
+def grid_values(least: int, full: int, channel_step: int, points: int = 6) -> list[int]:
+    """Up to `points` counts on the channel step from `least` to `full`, evenly spread, plus `full`."""
+    q = channel_step
     if least >= full:
         return [full]
     first = max(q, -(-least // q) * q)

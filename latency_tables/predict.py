@@ -13,10 +13,11 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-import compiler
-from compiler.space import PruningSpace, Widths
+from compiler.core import analyze, lower, rewrite
+from compiler.core.space import PruningSpace, Widths
 
 from .blocks import BlockUse, PlaceCounter, extract
+from .errors import TableError
 
 if TYPE_CHECKING:
     from .table import LatencyTable
@@ -33,10 +34,8 @@ class Predictor:
 
     def __init__(self, table: LatencyTable, model: torch.nn.Module | fx.GraphModule, example_inputs: Any,
                  space: PruningSpace | None = None) -> None:
-        from .table import TableError
-
-        gm = model if isinstance(model, fx.GraphModule) and space is not None else compiler.lower(model, example_inputs)
-        self.space = space if space is not None else compiler.analyze(gm)
+        gm = model if isinstance(model, fx.GraphModule) and space is not None else lower(model, example_inputs)
+        self.space = space if space is not None else analyze(gm)
         _, self.uses = extract(gm, self.space)
         self.counter = PlaceCounter(self.space)
         self.key = model_key(self.uses)
@@ -64,7 +63,6 @@ class Predictor:
             try:
                 out.append(fn(values))
             except ValueError as exc:
-                from .table import TableError
                 raise TableError(f"channel counts {values} fall outside the table's grid ({exc}); "
                                  "profile this model to extend it") from None
         return out

@@ -6,6 +6,7 @@ interrupted profile resumes where it stopped and two models' profiles share one 
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -17,10 +18,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import compiler
-from compiler.errors import BadInputError
-from compiler.lower import as_inputs
-from compiler.memory import check_fits
+from compiler.core import analyze, lower, rewrite
+from compiler.core.errors import BadInputError
+from compiler.core.lower import as_inputs
+from compiler.core.memory import check_fits
 from targets.base import Target, Timing
 
 from .blocks import Block, extract
@@ -54,9 +55,9 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
     fp = target.fingerprint()
     table = _start(out, fp, target, block_timing, model_timing, force)
     inputs = as_inputs(example_inputs)
-    gm = compiler.lower(model, inputs)
+    gm = lower(model, inputs)
     check_fits(gm, memory_limit)
-    space = compiler.analyze(gm, multiple_of=target.channel_step)
+    space = analyze(gm, channel_step=target.channel_step)
     blocks, _ = extract(gm, space)
 
     needed: list[tuple[str, tuple[int, ...]]] = []
@@ -111,8 +112,8 @@ def _start(out: str | os.PathLike | None, fp: dict[str, Any], target: Target, bl
 
 
 def _entry_for(table: LatencyTable, key: str, block: Block, step: int, points: int) -> Entry:
-    grid = [sorted(set(grid_values(lo, hi, step, q, points)) | ex)
-            for lo, hi, q, ex in zip(block.least, block.full, block.quantum, block.exact)]
+    grid = [sorted(set(grid_values(lo, hi, math.lcm(step, q), points)) | ex)
+            for lo, hi, q, ex in zip(block.least, block.full, block.channel_step, block.exact)]
     entry = table.entries.get(key)
     if entry is None:
         entry = table.entries[key] = Entry(block.vars, grid, step)
@@ -126,7 +127,7 @@ def _probes(entry: Entry) -> list[tuple[int, ...]]:
     mid = [g[len(g) // 2] for g in entry.grid]
     out = []
     for i, g in enumerate(entry.grid):
-        v = off_step_probe(g, entry.step)
+        v = off_step_probe(g, entry.channel_step)
         if v is not None and len(g) > 1:
             p = list(mid)
             p[i] = v
@@ -155,12 +156,12 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
     rng = np.random.default_rng(seed)
     have = len(record["variants"])
     plans = [space.full_widths()] + [space.random_widths(rng, 0.25, 1.0) for _ in range(variants)]
-    smalls = {i: compiler.rewrite(gm, space, w, "l1", inputs) for i, w in enumerate(plans) if i >= have}
+    smalls = {i: rewrite(gm, space, w, "l1", inputs) for i, w in enumerate(plans) if i >= have}
     if smalls and hasattr(target, "prepare"):
         target.prepare([(m, inputs) for m in smalls.values()])
     todo = list(enumerate(plans))[have:]
     if todo:
-        full = smalls[0] if 0 in smalls else compiler.rewrite(gm, space, None)
+        full = smalls[0] if 0 in smalls else rewrite(gm, space, None)
         full = target.build(full, inputs)
     for i, widths in tqdm(todo, desc="end-to-end variants", disable=not progress or not todo, dynamic_ncols=True):
         ref = target.measure(full, timing)  # the unpruned model beside each variant: drift cancels

@@ -19,18 +19,16 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from compiler.atomic import atomic_write_text
-from compiler.errors import BadInputError
-from compiler.space import PruningSpace, Widths
+from compiler.core.atomic import atomic_write_text
+from compiler.core.errors import BadInputError
+from compiler.core.space import PruningSpace, Widths
 
+from .errors import TableError
 from .grid import bracket, on_step
+from .predict import Predictor
 
 SCHEMA = "latprune.latency-table"
 VERSION = 1
-
-
-class TableError(BadInputError):
-    """A latency table is unreadable, foreign, incomplete, or for another target."""
 
 
 @dataclass
@@ -39,7 +37,7 @@ class Entry:
 
     vars: tuple[str, ...]
     grid: list[list[int]]
-    step: int
+    channel_step: int
     points: dict[tuple[int, ...], list[float]] = field(default_factory=dict)  # -> [median, p10, p90, runs]
 
     def grid_points(self) -> list[tuple[int, ...]]:
@@ -55,7 +53,7 @@ class Entry:
         return _Compiled(self, overhead_ms)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"vars": list(self.vars), "grid": self.grid, "step": self.step,
+        return {"vars": list(self.vars), "grid": self.grid, "step": self.channel_step,
                 "points": [[*k, *v] for k, v in sorted(self.points.items())]}
 
     @staticmethod
@@ -76,7 +74,7 @@ class _Compiled:
 
     def __init__(self, e: Entry, overhead_ms: float) -> None:
         self.grid = [np.asarray(g, dtype=np.float64) for g in e.grid]
-        self.step = e.step
+        self.channel_step = e.channel_step
         self.ms = np.zeros([len(g) for g in e.grid])
         for idx in np.ndindex(*self.ms.shape):
             key = tuple(e.grid[i][j] for i, j in enumerate(idx))
@@ -88,10 +86,10 @@ class _Compiled:
         the hardware really pays; a penalty below 1 is kept as measured)."""
         ratios = []
         for key, stats in e.points.items():
-            if key[i] % e.step and key[i] not in e.grid[i] and all(
+            if key[i] % e.channel_step and key[i] not in e.grid[i] and all(
                     key[j] in e.grid[j] for j in range(len(key)) if j != i):
                 up = list(key)
-                up[i] = -(-key[i] // e.step) * e.step
+                up[i] = -(-key[i] // e.channel_step) * e.channel_step
                 base = self._at(tuple(up))
                 if base > 0:
                     ratios.append(max(stats[0] - overhead_ms, 0.0) / base)
@@ -112,7 +110,7 @@ class _Compiled:
     def __call__(self, values: Sequence[int]) -> float:
         looked, pen = [], 1.0
         for i, (g, v) in enumerate(zip(self.grid, values)):
-            u, off = on_step(int(v), g, self.step)
+            u, off = on_step(int(v), g, self.channel_step)
             looked.append(u)
             if off:
                 pen *= self.penalty[i]
@@ -125,7 +123,7 @@ class LatencyTable:
 
     fingerprint: dict[str, Any]
     timing: dict[str, Any]
-    step: int
+    channel_step: int
     overhead_ms: float = 0.0
     entries: dict[str, Entry] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -134,7 +132,7 @@ class LatencyTable:
     # ---- files -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         body = {"schema": SCHEMA, "version": VERSION, "fingerprint": self.fingerprint,
-                "timing": self.timing, "step": self.step, "overhead_ms": self.overhead_ms,
+                "timing": self.timing, "step": self.channel_step, "overhead_ms": self.overhead_ms,
                 "entries": {k: e.to_dict() for k, e in sorted(self.entries.items())},
                 "models": dict(sorted(self.models.items()))}
         body["sha256"] = _digest(body)
@@ -162,7 +160,7 @@ class LatencyTable:
         for k, e in other.entries.items():
             mine = self.entries.get(k)
             if mine is None:
-                self.entries[k] = Entry(e.vars, [list(g) for g in e.grid], e.step, dict(e.points))
+                self.entries[k] = Entry(e.vars, [list(g) for g in e.grid], e.channel_step, dict(e.points))
                 continue
             mine.grid = [sorted(set(a) | set(b)) for a, b in zip(mine.grid, e.grid)]
             for p, s in e.points.items():
@@ -185,7 +183,7 @@ class LatencyTable:
         complete = sum(1 for e in self.entries.values() if not e.missing())
         fits = {k: {"name": m.get("name"), "variants": len(m.get("variants", [])),
                     **m.get("correction", {}), **m.get("fit_error_pct", {})} for k, m in self.models.items()}
-        return {"fingerprint": self.fingerprint, "timing": self.timing, "step": self.step,
+        return {"fingerprint": self.fingerprint, "timing": self.timing, "step": self.channel_step,
                 "overhead_ms": self.overhead_ms, "entries": len(self.entries),
                 "complete_entries": complete, "points": n_points,
                 "grids": {k: e.grid for k, e in self.entries.items()}, "models": fits}
@@ -196,8 +194,6 @@ class LatencyTable:
                   space: PruningSpace | None = None) -> Predictor:
         """A fast widths -> ms function for one model (lowered and analysed once; pass the
         lowered graph and its space to share them with a search)."""
-        from .predict import Predictor
-
         if fingerprint is not None:
             self.check_target(fingerprint, force)
         return Predictor(self, model, example_inputs, space)
@@ -259,13 +255,13 @@ def _check_sense(t: LatencyTable) -> None:
     could have written. Raises ValueError naming the first that is not."""
     if not t.entries:
         raise ValueError("no block entries")
-    if t.step < 1 or not (np.isfinite(t.overhead_ms) and t.overhead_ms >= 0):
-        raise ValueError(f"step {t.step} / overhead_ms {t.overhead_ms}")
+    if t.channel_step < 1 or not (np.isfinite(t.overhead_ms) and t.overhead_ms >= 0):
+        raise ValueError(f"step {t.channel_step} / overhead_ms {t.overhead_ms}")
     if not all(isinstance(k, str) for k in t.fingerprint) or "target" not in t.fingerprint:
         raise ValueError("fingerprint names no target")
     for key, e in t.entries.items():
-        if e.step < 1 or not e.vars or any(v < 1 for g in e.grid for v in g):
-            raise ValueError(f"entry {key[:60]}: step {e.step}, grid {e.grid}")
+        if e.channel_step < 1 or not e.vars or any(v < 1 for g in e.grid for v in g):
+            raise ValueError(f"entry {key[:60]}: step {e.channel_step}, grid {e.grid}")
     for key, m in t.models.items():
         coef = m.get("correction", {}).get("coef", [1.0, 0.0, 0.0])
         if len(coef) != 3 or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in coef):

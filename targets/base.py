@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compiler.errors import BadInputError, LatpruneError
+from compiler.core.errors import BadInputError, LatpruneError
 
 
 class TargetError(LatpruneError):
@@ -125,7 +125,7 @@ def cpu_simd() -> str:
 
 
 def as_numpy(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[np.ndarray, ...]:
-    from compiler.lower import as_inputs
+    from compiler.core.lower import as_inputs
 
     return tuple(t.detach().cpu().contiguous().numpy() for t in as_inputs(example_inputs))
 

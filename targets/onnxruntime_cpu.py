@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from compiler.atomic import atomic_path
-from compiler.export import onnx_bytes
+from compiler.core.atomic import atomic_path
+from compiler.core.export import onnx_bytes
 
 from .base import Artifact, Target, TargetError, as_numpy, check_threads, cpu_name, cpu_simd
 

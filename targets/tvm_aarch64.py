@@ -54,7 +54,7 @@ class TvmAarch64(TvmLlvm):
                                        initializer=_worker_init())
 
     def export(self, ex: Any, path: Path) -> None:
-        from compiler.atomic import atomic_path
+        from compiler.core.atomic import atomic_path
 
         with atomic_path(path) as tmp:
             ex.export_library(str(tmp.with_suffix(".so")), fcompile=_cross())

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compiler.atomic import atomic_path
+from compiler.core.atomic import atomic_path
 
 from . import _fast_inspect
 from .base import (Artifact, LatencyStats, Target, TargetError, Timing, as_numpy, check_threads,
@@ -119,7 +119,7 @@ class TvmLlvm(Target):
 
     def _prepare(self, models: Sequence[tuple[torch.nn.Module, Sequence[torch.Tensor]]]) -> None:
         import tvm
-        from compiler.lower import as_inputs
+        from compiler.core.lower import as_inputs
         from tvm import relax
 
         target = tvm.target.Target(self.target_dict())
@@ -200,7 +200,7 @@ class TvmLlvm(Target):
 
     def _build(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
                out_dir: str | Path | None) -> Artifact:
-        from compiler.lower import as_inputs
+        from compiler.core.lower import as_inputs
 
         inputs = as_inputs(example_inputs)
         mod, params = self.lower_relax(model, inputs)

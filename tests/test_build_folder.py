@@ -18,7 +18,7 @@ import compiler
 import latency_tables
 import targets
 from cli_models import tiny
-from compiler.compile import OUT_MARKER
+from compiler.pipeline import OUT_MARKER
 from conftest import TINY_MODEL, TINY_SHAPE
 from test_cli import ROOT
 
@@ -143,7 +143,7 @@ def test_compile_takes_plain_batches_and_warns_when_the_search_is_blind(tiny_tab
 
 
 def test_build_key_follows_the_eval_module_source(tmp_path, monkeypatch) -> None:
-    from compiler.compile import _fn_digest
+    from compiler.pipeline import _fn_digest
 
     mod = tmp_path / "my_metric.py"
     mod.write_text("def score(model):\n    return 1.0\n")

@@ -62,7 +62,7 @@ def test_wrong_input_shape_is_a_clear_error():
 def residual():
     model, x = Residual().eval(), torch.randn(1, 3, 16, 16)
     gm = compiler.lower(model, x)
-    return model, x, gm, compiler.analyze(gm, multiple_of=8)
+    return model, x, gm, compiler.analyze(gm, channel_step=8)
 
 
 def test_unknown_group_id(residual):

@@ -70,9 +70,9 @@ def test_concat_offsets_and_split_pieces():
 
 def test_grouped_conv_blocks_and_depthwise_multiplier():
     model, x = build("grouped")
-    space = compiler.analyze(compiler.lower(model, x), multiple_of=8)
+    space = compiler.analyze(compiler.lower(model, x), channel_step=8)
     stem = space.group("stem_0")
-    assert stem.blocks == 4 and stem.granularity == 8
+    assert stem.blocks == 4 and stem.channel_step == 8
     assert all(w % 4 == 0 for w in stem.allowed())
     # depthwise x2: each input channel owns two output channels, pruned together
     g = space.group("g_0")

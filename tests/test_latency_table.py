@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def test_grid_values_are_on_step_and_include_full() -> None:
     g = grid_values(16, 100, 16, points=4)
     assert g[-1] == 100 and all(v % 16 == 0 for v in g[:-1]) and len(g) <= 5
     assert grid_values(3, 3, 16) == [3]  # a frozen dim has one value
-    assert all(v % 48 == 0 for v in grid_values(1, 960, 16, quantum=3)[:-1])  # grouped conv quantum
+    assert all(v % 48 == 0 for v in grid_values(1, 960, math.lcm(16, 3))[:-1])  # a grouped conv steps by lcm(target step, groups)
     assert off_step_probe([16, 64, 128], 16) == 128 - 8  # half a step below a middle on-step value
     assert off_step_probe([3], 16) is None
 

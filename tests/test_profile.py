@@ -88,7 +88,7 @@ def test_place_counts_equal_the_rewritten_shapes(name) -> None:
     model = getattr(torchvision.models, name)(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
     gm = compiler.lower(model, x)
-    space = compiler.analyze(gm, multiple_of=8)
+    space = compiler.analyze(gm, channel_step=8)
     counter = PlaceCounter(space)
     rng = np.random.default_rng(0)
     for _ in range(2):

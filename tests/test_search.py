@@ -37,13 +37,13 @@ def run(**kw) -> compiler.SearchResult:
 
 def test_every_result_meets_its_budget_on_the_grid() -> None:
     res = run(budgets=["0.9x", "0.75x", f"{TABLE.predict(model(), X) * 0.6:.4f}ms"])
-    space = compiler.analyze(compiler.lower(model(), X), multiple_of=TABLE.step)
+    space = compiler.analyze(compiler.lower(model(), X), channel_step=TABLE.channel_step)
     assert [r.budget for r in res.results][:2] == ["0.9x", "0.75x"]
     for r in res.results:
         assert r.latency_ms <= r.budget_ms
         assert r.budget_ms < res.full_ms
         for g in space.prunable():
-            assert r.widths[g.id] % TABLE.step == 0 or r.widths[g.id] == g.size
+            assert r.widths[g.id] % TABLE.channel_step == 0 or r.widths[g.id] == g.size
     # one archive shared by three budgets; each best is the best under its budget
     for r in res.results:
         assert r.score == max(c.score for c in res.archive if c.latency_ms <= r.budget_ms)

@@ -29,7 +29,7 @@ def test_adabn_recovers_a_pruned_model(data) -> None:
     model = reference("resnet20_fmnist")
     top1 = compiler.top1(val)
     gm = compiler.lower(model, X)
-    space = compiler.analyze(gm, multiple_of=16)
+    space = compiler.analyze(gm, channel_step=16)
     pruned = compiler.rewrite(gm, space, space.uniform_widths(0.5))
     stale = top1(pruned)
     recalibrated = top1(compiler.adabn(copy.deepcopy(pruned), calib))

@@ -77,5 +77,5 @@ def test_pruned_model_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
     pruned = compiler.rewrite(gm, compiler.analyze(gm), {"stem_0": 10, "fc1": 3}, example_inputs=x)
     path = tmp_path / "m.onnx"
     compiler.export_onnx(pruned, x, path)
-    assert compiler.export.onnx_max_error(path, pruned, x) < 1e-4
+    assert compiler.core.export.onnx_max_error(path, pruned, x) < 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

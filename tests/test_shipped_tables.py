@@ -36,5 +36,5 @@ def test_shipped_table_predicts_its_models(path) -> None:
         full = pred(None)
         measured = record["variants"][0]["measured"]["median_ms"]
         assert abs(full - measured) / measured < 0.15, (record["name"], full, measured)
-        space = compiler.analyze(compiler.lower(model, x), multiple_of=table.step)
+        space = compiler.analyze(compiler.lower(model, x), channel_step=table.channel_step)
         assert pred(space.uniform_widths(0.5)) < full

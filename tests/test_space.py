@@ -10,7 +10,7 @@ import torch.nn as nn
 from hypothesis import given, strategies as st
 
 import compiler
-from compiler.space import _rle, _unrle
+from compiler.core.space import _rle, _unrle
 from nets import NETS
 
 

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import compiler  # noqa: E402
-from compiler.atomic import atomic_write_text  # noqa: E402
+from compiler.core.atomic import atomic_write_text  # noqa: E402
 
 
 def stats(xs: list[float]) -> dict[str, float]:
@@ -40,7 +40,7 @@ def bench(name: str, size: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         gm = compiler.lower(model, x)
         t1 = time.perf_counter()
-        space = compiler.analyze(gm, multiple_of=8)
+        space = compiler.analyze(gm, channel_step=8)
         t2 = time.perf_counter()
         pruned = compiler.rewrite(gm, space, space.uniform_widths(0.5), example_inputs=x)
         t3 = time.perf_counter()

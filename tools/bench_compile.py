@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from compiler.atomic import atomic_write_text  # noqa: E402
+from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.data import split_train  # noqa: E402
 
 

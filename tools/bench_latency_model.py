@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compiler  # noqa: E402
 import latency_tables  # noqa: E402
 import targets  # noqa: E402
-from compiler.atomic import atomic_write_text  # noqa: E402
+from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.models import mobilenet_v2_small, resnet20  # noqa: E402
 from latency_tables.profile import MODEL_TIMING  # noqa: E402
 
@@ -89,7 +89,7 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
     full_pred = latency_tables.Predictor(table, gm, x)(None)
     full_engine = target.build(model, x)
     for multiple, count in ((target.channel_step, n), (1, n_off)):
-        space = compiler.analyze(gm, multiple_of=multiple)
+        space = compiler.analyze(gm, channel_step=multiple)
         pred_fn = latency_tables.Predictor(table, gm, x, space=space)
         rng = np.random.default_rng(seed + 1000 + multiple)
         plans = [space.random_widths(rng, 0.25, 1.0) for _ in range(count)]

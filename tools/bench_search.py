@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compiler  # noqa: E402
 import latency_tables  # noqa: E402
 import targets  # noqa: E402
-from compiler.atomic import atomic_path, atomic_write_text  # noqa: E402
+from compiler.core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
 from compiler.models import REFERENCE, reference  # noqa: E402
 from latency_tables.profile import MODEL_TIMING  # noqa: E402
@@ -186,7 +186,7 @@ def main() -> None:
     # each method at each budget, tuned to the measured budget, then AdaBN and fine-tune
     meter = Meter(target, model, x)
     gm = compiler.lower(model, x)
-    space = compiler.analyze(gm, multiple_of=table.step)
+    space = compiler.analyze(gm, channel_step=table.channel_step)
     rows = []
     for b in tqdm(main_run.results, desc="methods x budgets"):
         frac = compiler.parse_budget(b.budget).value
@@ -194,8 +194,8 @@ def main() -> None:
         methods: dict[str, tuple[nn.Module, dict[str, Any]]] = {
             "latprune": (searched, meter(searched) | {"predicted_ms": b.latency_ms}),
             "uniform": tune_to_budget(lambda r: compiler.rewrite(gm, space, space.uniform_widths(r)), meter, frac),
-            "torch_pruning_uniform": tune_to_budget(lambda r: tp_prune(model, x, 1 - r, False, table.step), meter, frac),
-            "torch_pruning_global": tune_to_budget(lambda r: tp_prune(model, x, 1 - r, True, table.step), meter, frac),
+            "torch_pruning_uniform": tune_to_budget(lambda r: tp_prune(model, x, 1 - r, False, table.channel_step), meter, frac),
+            "torch_pruning_global": tune_to_budget(lambda r: tp_prune(model, x, 1 - r, True, table.channel_step), meter, frac),
         }
         for name, (m, meas) in methods.items():
             m = compiler.adabn(copy.deepcopy(m), calib)

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compiler  # noqa: E402
 import latency_tables  # noqa: E402
-from compiler.atomic import atomic_path, atomic_write_text  # noqa: E402
+from compiler.core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from compiler.data import split_train  # noqa: E402
 from compiler.models import REFERENCE, reference  # noqa: E402
 

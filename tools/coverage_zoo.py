@@ -29,7 +29,7 @@ def run_one(name: str, onnx: bool) -> dict:
     import torchvision
 
     import compiler
-    from compiler.export import onnx_max_error
+    from compiler.core.export import onnx_max_error
 
     row: dict = {"model": name}
     t = time.perf_counter()
@@ -114,7 +114,7 @@ def main() -> None:
 
 def write(out: str, rows: list[dict], no_onnx: bool, done: bool) -> dict:
     """Rewrite the JSON after every model, so an interrupted zoo still leaves its rows."""
-    from compiler.atomic import atomic_write_text
+    from compiler.core.atomic import atomic_write_text
 
     def count(key: str) -> int:
         return sum(1 for r in rows if r.get(key))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compiler.atomic import atomic_path  # noqa: E402
+from compiler.core.atomic import atomic_path  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
 from compiler.models import CHECKPOINTS, REFERENCE, reference  # noqa: E402
 

@@ -36,10 +36,10 @@ def rewrite(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
 
 
 def prune(model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
-          widths: Widths | None, importance: str | Criterion = "l1", multiple_of: int = 1,
+          widths: Widths | None, importance: str | Criterion = "l1", channel_step: int = 1,
           leaf_modules: Iterable[str | type] = ()) -> fx.GraphModule:
     """A smaller model with physically sliced parameters. `widths` maps group ids to channels
-    kept (clamped to each group's granularity); None keeps everything."""
+    kept (clamped to each group's channel_step); None keeps everything."""
     gm = lower(model, example_inputs, leaf_modules)
-    space = analyze(gm, multiple_of=multiple_of)
+    space = analyze(gm, channel_step=channel_step)
     return rewrite(gm, space, widths, importance, example_inputs)

@@ -1,6 +1,6 @@
 """Pass 5: choose Widths under latency budgets: MetaPruning's evolution or EagleEye's random search.
 
-Genes are per-group indices into each group's allowed widths (multiples of the granularity),
+Genes are per-group indices into each group's allowed widths (multiples of the channel_step),
 so every candidate lands on the hardware's channel steps. Latency comes from the table's
 predictor (microseconds a candidate); fitness from the Evaluator (rewrite -> AdaBN -> metric).
 Several budgets share one archive of evaluated candidates: one search, one result per budget.
@@ -18,13 +18,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .budget import Budget, check_feasible, parse_budget
-from .errors import BadInputError
+from .core.budget import Budget, check_feasible, parse_budget
+from .core.errors import BadInputError
 from .evaluate import EvalFn, Evaluator, materialize, top1, widths_key
-from .groups import analyze
-from .importance import Criterion, scores
-from .lower import lower
-from .space import PruningSpace, Widths
+from .core.groups import analyze
+from .core.importance import Criterion, scores
+from .core.lower import lower
+from .core.space import PruningSpace, Widths
 
 STRATEGIES = ("evolution", "random")
 
@@ -266,7 +266,7 @@ class _Search:
 
 def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], table: Any,
            calib_data: Iterable[Any], eval_fn: EvalFn | Iterable[Any], budgets: Sequence[str | float | Budget] = ("0.5x",),
-           strategy: str = "evolution", granularity: int | None = None, importance: str | Criterion = "l1",
+           strategy: str = "evolution", channel_step: int | None = None, importance: str | Criterion = "l1",
            max_evaluations: int = 100, iterations: int | None = None, time_budget_s: float | None = None,
            population: int = 16,
            parents: int = 6, mutation_prob: float = 0.2, band: float = 0.1, adabn_batches: int = 8,
@@ -274,7 +274,7 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
            cache: str | Path | None = None, cache_key: str = "", progress: bool = True) -> SearchResult:
     """Per-group channel counts that maximise `eval_fn` (after AdaBN on `calib_data`) with
     predicted latency under each budget; `eval_fn` may also be held-out (input, label) batches,
-    scored by top-1. `table` is a LatencyTable; `granularity` defaults to
+    scored by top-1. `table` is a LatencyTable; `channel_step` defaults to
     its channel step. Evolution runs `iterations` generations of `population` children when given
     (MetaPruning's loop), at most `max_evaluations` candidates either way. Deterministic for a
     seed (a time budget only cuts it short)."""
@@ -289,7 +289,7 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
         raise BadInputError("give at least one latency budget")
     t0 = time.perf_counter()
     gm = lower(model, example_inputs)
-    space = analyze(gm, multiple_of=granularity or table.step)
+    space = analyze(gm, channel_step=channel_step or table.channel_step)
     if fingerprint is not None:
         table.check_target(fingerprint, force)
     predictor = table.predictor(gm, example_inputs, space=space)
@@ -322,7 +322,7 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
                             "evaluations; allow more evaluations or a looser budget")
     results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].score,
                             s.uniform_baseline(ms)) for label, ms in labelled]
-    stats = {"strategy": strategy, "seed": seed, "granularity": granularity or table.step,
+    stats = {"strategy": strategy, "seed": seed, "channel_step": channel_step or table.channel_step,
              "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
              "search_seconds": round(time.perf_counter() - t0 - setup_s, 3), **evaluator.stats()}
     return SearchResult(results, sorted(s.archive.values(), key=lambda c: c.evaluation), full_ms, floor_ms, stats)

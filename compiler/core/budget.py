@@ -52,5 +52,5 @@ def check_feasible(budgets_ms: dict[str, float], floor_ms: float, where: str) ->
         said = ", ".join(f"{k} = {v:.4g} ms" for k, v in low.items())
         raise InfeasibleBudgetError(
             f"latency budget {said} is below the smallest reachable latency {floor_ms:.4g} ms on {where} "
-            "(every prunable group at its minimum width); raise the budget, lower the granularity, "
+            "(every prunable group at its minimum width); raise the budget, lower the channel_step, "
             "or choose a faster target")

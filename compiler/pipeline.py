@@ -30,22 +30,22 @@ import torch.fx as fx
 import torch.nn as nn
 from filelock import FileLock, Timeout
 
-from .adabn import adabn
-from .api import rewrite
-from .atomic import atomic_write_text, umask
-from .budget import parse_budget
-from .cost import macs, params
+from .core.adabn import adabn
+from .core.api import rewrite
+from .core.atomic import atomic_write_text, umask
+from .core.budget import parse_budget
+from .core.cost import macs, params
 from .dataspec import Data, check_labels
 from .emit import emit, verify
-from .errors import BadInputError, BusyError, VerificationError
+from .core.errors import BadInputError, BusyError, VerificationError
 from .evaluate import EvalFn, score_of, top1
-from .finetune import finetune
-from .groups import analyze
-from .lower import as_inputs, lower
-from .memory import check_fits
+from .distill import finetune
+from .core.groups import analyze
+from .core.lower import as_inputs, lower
+from .core.memory import check_fits
 from .report import render
-from .search import search
-from .serialize import load
+from .evolution import search
+from .core.serialize import load
 
 REPORT_SCHEMA = "latprune.report/1"
 OUT_MARKER = ".latprune-out"  # in every folder latprune builds: only such folders (or empty ones) are replaced
@@ -311,12 +311,12 @@ def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...
         tbl, table_path = _table_for(model, inputs, tgt, cache, table, opt.force, opt.shipped_tables, opt.progress)
         t1 = time.perf_counter()
         res = search(model, inputs, tbl, calib_data.train, metric, budgets=[spec], strategy=opt.strategy,
-                     granularity=tgt.channel_step, importance=opt.importance, max_evaluations=opt.max_evaluations,
+                     channel_step=tgt.channel_step, importance=opt.importance, max_evaluations=opt.max_evaluations,
                      adabn_batches=opt.adabn_batches, seed=opt.seed, fingerprint=tgt.fingerprint(), force=opt.force,
                      progress=opt.progress, cache=cache / "scores" / f"{key}-{tgt.name}.json", cache_key=key)
         t2 = time.perf_counter()
         best = res.best
-        space = analyze(gm, multiple_of=tgt.channel_step)
+        space = analyze(gm, channel_step=tgt.channel_step)
         pruned = rewrite(gm, space, best.widths, opt.importance, inputs)
         adabn(pruned, calib_data.train, max_batches=opt.adabn_batches)
         acc = {"original": base_score, "adabn": score_of(metric, pruned), "finetuned": None}

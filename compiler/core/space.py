@@ -52,7 +52,7 @@ class ChannelGroup:
     unit: int  # channels per pruning unit at the primary member
     unit_start: int  # first global unit id of this group
     units: int
-    granularity: int  # channels move in multiples of this (or stay at `size`)
+    channel_step: int  # channels move in multiples of this (or stay at `size`)
     prunable: bool
     reason: str | None = None  # why not prunable
     blocks: int = 1  # >1: a grouped conv needs the same count kept in each block
@@ -63,7 +63,7 @@ class ChannelGroup:
         """Every channel count this group may keep."""
         if not self.prunable:
             return [self.size]
-        steps = list(range(self.granularity, self.size, self.granularity))
+        steps = list(range(self.channel_step, self.size, self.channel_step))
         return steps + [self.size]
 
     def clamp(self, channels: int) -> int:
@@ -72,14 +72,14 @@ class ChannelGroup:
         return min(allowed, key=lambda a: (abs(a - channels), -a))
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("id", "size", "unit", "unit_start", "units", "granularity",
+        d = {k: getattr(self, k) for k in ("id", "size", "unit", "unit_start", "units", "channel_step",
                                           "prunable", "reason", "blocks", "unit_blocks")}
         d["members"] = [m.to_dict() for m in self.members]
         return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> ChannelGroup:
-        fields = {k: v for k, v in d.items() if k != "members"}
+        fields = {("channel_step" if k == "granularity" else k): v for k, v in d.items() if k != "members"}  # 0.1 files
         return ChannelGroup(**fields, members=[Member.from_dict(m) for m in d["members"]])
 
 
@@ -124,11 +124,11 @@ class PruningSpace:
 
     def random_widths(self, rng: np.random.Generator, low: float = 0.25, high: float = 1.0) -> Widths:
         """A random Widths: each prunable group keeps a uniform random share in [low, high],
-        on its granularity grid (at least one step)."""
-        return {g.id: g.clamp(max(g.granularity, round(g.size * rng.uniform(low, high)))) for g in self.prunable()}
+        on its channel_step grid (at least one step)."""
+        return {g.id: g.clamp(max(g.channel_step, round(g.size * rng.uniform(low, high)))) for g in self.prunable()}
 
     def resolve(self, widths: Widths | None) -> Widths:
-        """Check `widths` and clamp each value to its group's granularity: full Widths out."""
+        """Check `widths` and clamp each value to its group's channel_step: full Widths out."""
         out = self.full_widths()
         if not widths:
             return out

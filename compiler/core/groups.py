@@ -16,8 +16,8 @@ from .propagate import Propagator
 from .space import ChannelGroup, Member, Place, PruningSpace, lcm
 
 
-def analyze(gm: fx.GraphModule, multiple_of: int = 1) -> PruningSpace:
-    """Find every ChannelGroup of a lowered graph. `multiple_of` is the hardware multiple
+def analyze(gm: fx.GraphModule, channel_step: int = 1) -> PruningSpace:
+    """Find every ChannelGroup of a lowered graph. `channel_step` is the hardware multiple
     that channel counts should move in (8 suits AVX2 and tensor cores); 1 allows any count."""
     prop = Propagator(gm).run()
     st = prop.st
@@ -64,10 +64,10 @@ def analyze(gm: fx.GraphModule, multiple_of: int = 1) -> PruningSpace:
         unit_of_root[units] = np.arange(start, start + len(units))
         prunable = d["reason"] is None and len(units) > 1
         why = d["reason"] if d["reason"] else (None if prunable else "a single pruning unit")
-        gran = lcm(d["unit"] * d["blocks"], multiple_of) if prunable else d["size"]
+        gran = lcm(d["unit"] * d["blocks"], channel_step) if prunable else d["size"]
         groups.append(ChannelGroup(
             id=gid, size=d["size"], unit=d["unit"], unit_start=start, units=len(units),
-            granularity=gran, prunable=prunable, reason=why, blocks=d["blocks"],
+            channel_step=gran, prunable=prunable, reason=why, blocks=d["blocks"],
             unit_blocks=d["unit_blocks"],
         ))
         start += len(units)
