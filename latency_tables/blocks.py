@@ -8,7 +8,6 @@ variable dims are channel counts, which Widths set through the places of the Pru
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Sequence
@@ -21,23 +20,9 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.node import _get_qualified_name, map_aggregate
 
-from compiler.core.propagate import CONV, shape_of, tensor_meta
+from compiler.core.propagate import shape_of, tensor_meta
+from compiler.core.rules import CONV, ENGINE_FUSES, describe_module, resize, role_of
 from compiler.core.space import PruningSpace, Widths
-
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
-                nn.LeakyReLU, nn.Tanh, nn.Mish)
-_ACT_FUNCS = {"torch.nn.functional.relu", "torch.relu", "torch.nn.functional.relu6",
-              "torch.nn.functional.silu", "torch.nn.functional.hardswish", "torch.sigmoid",
-              "torch.nn.functional.hardsigmoid", "torch.nn.functional.gelu"}
-# Ops an inference engine runs as metadata changes (no kernel): they cost nothing on their own.
-_FREE_FUNCS = {"torch.flatten", "torch.squeeze", "torch.unsqueeze", "_operator.getitem",
-               "torch.reshape", "getattr", "torch.nn.functional.dropout"}
-_FREE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous", "size",
-                 "dim", "view_as", "reshape_as", "detach", "float", "to", "type_as"}
-_FREE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                 nn.Dropout3d, nn.AlphaDropout)
-
 
 class PlaceCounter:
     """Channels kept at every place under a Widths, without rewriting: a place holds a fixed
@@ -109,21 +94,23 @@ class BlockUse:
         return self.weight_coef * float(np.prod(values)) if self.weight_coef else 0.0
 
 
-def extract(gm: fx.GraphModule, space: PruningSpace) -> tuple[dict[str, Block], list[BlockUse]]:
-    """The distinct Blocks of a graph and every use of them, in graph order."""
+def extract(gm: fx.GraphModule, space: PruningSpace,
+            fuses: Sequence[str] = ENGINE_FUSES) -> tuple[dict[str, Block], list[BlockUse]]:
+    """The distinct Blocks of a graph and every use of them, in graph order. `fuses` are the
+    roles the target's engine folds into a conv or linear, in order (Target.fuses)."""
     counter = PlaceCounter(space)
     modules = dict(gm.named_modules())
     fused: set[fx.Node] = set()
     blocks: dict[str, Block] = {}
     uses: list[BlockUse] = []
     for node in gm.graph.nodes:
-        if node in fused or node.op in ("placeholder", "output", "get_attr") or _is_free(node, modules):
+        if node in fused or node.op in ("placeholder", "output", "get_attr") or role_of(node, modules) == "free":
             continue
         if not isinstance(tensor_meta(node), torch.fx.passes.shape_prop.TensorMetadata):
             continue
         m = modules.get(node.target) if node.op == "call_module" else None
-        if isinstance(m, (*CONV, nn.Linear)):
-            chain = _chain(node, modules)
+        if isinstance(m, (*CONV, nn.Linear)) and role_of(node, modules) == "producer":
+            chain = _chain(node, modules, fuses)
             fused.update(chain[1:])
             found = _producer_block(chain, modules, space, counter)
         else:
@@ -141,34 +128,17 @@ def extract(gm: fx.GraphModule, space: PruningSpace) -> tuple[dict[str, Block], 
     return blocks, uses
 
 
-def _is_free(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_method":
-        return node.target in _FREE_METHODS
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), _FREE_MODULES)
-    return node.op == "call_function" and _get_qualified_name(node.target) in _FREE_FUNCS
-
-
 def _only_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
-def _is_act(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules.get(node.target), _ACT_MODULES)
-    return node.op == "call_function" and _get_qualified_name(node.target) in _ACT_FUNCS
-
-
-def _chain(node: fx.Node, modules: dict[str, nn.Module]) -> list[fx.Node]:
-    """conv [-> BatchNorm] [-> activation], as engines fuse them."""
+def _chain(node: fx.Node, modules: dict[str, nn.Module], fuses: Sequence[str]) -> list[fx.Node]:
+    """conv followed by the ops of the roles the engine fuses into it, in that order."""
     chain = [node]
-    nxt = _only_user(node)
-    if nxt is not None and nxt.op == "call_module" and isinstance(modules.get(nxt.target), _BN) \
-            and nxt.args[0] is node:
-        chain.append(nxt)
-        nxt = _only_user(nxt)
-    if nxt is not None and _is_act(nxt, modules) and nxt.args[0] is chain[-1]:
-        chain.append(nxt)
+    for role in fuses:
+        nxt = _only_user(chain[-1])
+        if nxt is not None and role_of(nxt, modules) == role and nxt.args and nxt.args[0] is chain[-1]:
+            chain.append(nxt)
     return chain
 
 
@@ -222,61 +192,26 @@ def _producer_block(chain: list[fx.Node], modules: dict[str, nn.Module], space: 
     cdim = 1 if isinstance(m, CONV) else len(xshape) - 1
     in_place, in_full, in_least = _var(space, counter, x, cdim)
     out_place, out_full, out_least = _var(space, counter, head, 1 if isinstance(m, CONV) else -1)
-    tail = [_op_desc(modules[n.target]) if n.op == "call_module" else _get_qualified_name(n.target)
+    tail = [describe_module(modules[n.target]) if n.op == "call_module" else _get_qualified_name(n.target)
             for n in chain[1:]]
     shape = [("c" if i == cdim else s) for i, s in enumerate(xshape)]
     dtype = str(tensor_meta(x).dtype)
     if isinstance(m, CONV) and m.groups > 1 and m.groups == m.in_channels:
         # depthwise: one var, the input channels; a multiplier fixes the output as k * c
         mult = m.out_channels // m.in_channels
-        desc = {**_op_desc(m), "groups": "depthwise", "multiplier": mult}
+        desc = {**describe_module(m), "groups": "depthwise", "multiplier": mult}
         key = _key("conv", [desc, *tail], [shape], dtype)
         block = Block(key, ("c",), (in_full,), (in_least,), (1,),
                       builder=_ChainBuilder(m, chain, modules, xshape, cdim, depthwise=True))
         return block, BlockUse(key, (in_place,), (in_full,), head.name, float(np.prod(m.kernel_size) * mult))
     g = m.groups if isinstance(m, CONV) else 1
-    desc = _op_desc(m)
+    desc = describe_module(m)
     shape = [("cin" if i == cdim else s) for i, s in enumerate(xshape)]
     key = _key("conv" if isinstance(m, CONV) else "linear", [desc, *tail], [shape], dtype)
     block = Block(key, ("cin", "cout"), (in_full, out_full), (in_least, out_least), (g, g),
                   builder=_ChainBuilder(m, chain, modules, xshape, cdim, depthwise=False))
     coef = float(np.prod(m.kernel_size)) / g if isinstance(m, CONV) else 1.0
     return block, BlockUse(key, (in_place, out_place), (in_full, out_full), head.name, coef)
-
-
-def _op_desc(m: nn.Module) -> Any:
-    """A module's fixed attributes: what its latency depends on besides channel counts."""
-    if isinstance(m, CONV):
-        return {"op": type(m).__name__, "kernel": list(m.kernel_size), "stride": list(m.stride),
-                "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-                "dilation": list(m.dilation), "groups": m.groups, "bias": m.bias is not None,
-                "padding_mode": m.padding_mode}
-    if isinstance(m, nn.Linear):
-        return {"op": "Linear", "bias": m.bias is not None}
-    if isinstance(m, _BN):
-        return {"op": type(m).__name__}
-    return {"op": repr(m)}
-
-
-def _resized(m: nn.Module, cin: int, cout: int) -> nn.Module | None:
-    """A fresh module like `m` with new channel counts (None: cannot be resized)."""
-    if isinstance(m, CONV):
-        groups = cin if m.groups == m.in_channels and m.groups > 1 else m.groups
-        return type(m)(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups,
-                       m.bias is not None, m.padding_mode)
-    if isinstance(m, nn.Linear):
-        return nn.Linear(cin, cout, m.bias is not None)
-    if isinstance(m, _BN):
-        bn = type(m)(cout)
-        with torch.no_grad():
-            bn.running_var.uniform_(0.5, 1.5)
-            bn.running_mean.normal_()
-        return bn
-    if isinstance(m, nn.GroupNorm):
-        return nn.GroupNorm(m.num_groups, cout, m.eps, m.affine)
-    if not any(True for _ in m.parameters()) and not any(True for _ in m.buffers()):
-        return copy.deepcopy(m)
-    return None
 
 
 class _ChainBuilder:
@@ -294,9 +229,9 @@ class _ChainBuilder:
             cout = cin * (self.head.out_channels // self.head.in_channels)
         else:
             cin, cout = v["cin"], v["cout"]
-        parts: list[Any] = [_resized(self.head, cin, cout)]
+        parts: list[Any] = [resize(self.head, cin, cout)]
         for r in self.rest:
-            parts.append(_resized(r, cout, cout) if isinstance(r, nn.Module) else _Fn(r))
+            parts.append(resize(r, cout, cout) if isinstance(r, nn.Module) else _Fn(r))
         shape = list(self.xshape)
         shape[self.cdim] = cin
         return nn.Sequential(*parts).eval(), (torch.randn(shape),)
@@ -316,10 +251,10 @@ def _glue_block(node: fx.Node, m: nn.Module | None, space: PruningSpace,
     """One op between producers (pool, add, mul, cat, activation, norm, ...), with the output
     channel count as its single var; its tensor inputs scale with it."""
     if node.op == "call_module":
-        sized = _resized(m, 1, 1) if m is not None else None
+        sized = resize(m, 1, 1) if m is not None else None
         if sized is None:
             return None  # a module whose parameters we cannot resize: left to the correction
-        opname: Any = _op_desc(m)
+        opname: Any = describe_module(m)
     elif node.op == "call_function":
         opname = _get_qualified_name(node.target)
     else:
@@ -371,7 +306,7 @@ class _GlueBuilder:
             if d is not None:
                 s[d] = max(1, round(s[d] * v["c"] / self.out_full))
             inputs.append(torch.randn(s).to(dtype) if dtype.is_floating_point else torch.zeros(s, dtype=dtype))
-        m = _resized(self.m, v["c"], v["c"]) if self.m is not None else None
+        m = resize(self.m, v["c"], v["c"]) if self.m is not None else None
         return _Replay(self.op, self.target, m, self.args, self.kwargs).eval(), tuple(inputs)
 
 

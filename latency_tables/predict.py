@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from compiler.core import analyze, lower, rewrite
+from compiler.core import analyze, lower
 from compiler.core.space import PruningSpace, Widths
 
 from .blocks import BlockUse, PlaceCounter, extract
@@ -36,7 +36,7 @@ class Predictor:
                  space: PruningSpace | None = None) -> None:
         gm = model if isinstance(model, fx.GraphModule) and space is not None else lower(model, example_inputs)
         self.space = space if space is not None else analyze(gm)
-        _, self.uses = extract(gm, self.space)
+        _, self.uses = extract(gm, self.space, table.fuses)
         self.counter = PlaceCounter(self.space)
         self.key = model_key(self.uses)
         missing = sorted({u.key for u in self.uses if u.key not in table.entries})

@@ -58,7 +58,7 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
     gm = lower(model, inputs)
     check_fits(gm, memory_limit)
     space = analyze(gm, channel_step=target.channel_step)
-    blocks, _ = extract(gm, space)
+    blocks, _ = extract(gm, space, table.fuses)
 
     needed: list[tuple[str, tuple[int, ...]]] = []
     for key, block in blocks.items():
@@ -108,7 +108,7 @@ def _start(out: str | os.PathLike | None, fp: dict[str, Any], target: Target, bl
         if not fingerprint_mismatch(fp, table.fingerprint):
             return table  # resume / extend
     # new, or forced over another target's table: start afresh (save() then replaces that file)
-    return LatencyTable(fp, timing, target.channel_step)
+    return LatencyTable(fp, timing, target.channel_step, fuses=target.fuses)
 
 
 def _entry_for(table: LatencyTable, key: str, block: Block, step: int, points: int) -> Entry:

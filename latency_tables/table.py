@@ -20,7 +20,7 @@ import torch
 from filelock import FileLock
 
 from compiler.core.atomic import atomic_write_text
-from compiler.core.errors import BadInputError
+from compiler.core.rules import ENGINE_FUSES
 from compiler.core.space import PruningSpace, Widths
 
 from .errors import TableError
@@ -127,6 +127,7 @@ class LatencyTable:
     overhead_ms: float = 0.0
     entries: dict[str, Entry] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fuses: tuple[str, ...] = ENGINE_FUSES  # what the target's engine folds into a conv: how blocks were cut
     last_profile: Any = field(default=None, compare=False, repr=False)  # ProfileStats of the run that made it
 
     # ---- files -------------------------------------------------------------------------
@@ -135,6 +136,8 @@ class LatencyTable:
                 "timing": self.timing, "step": self.channel_step, "overhead_ms": self.overhead_ms,
                 "entries": {k: e.to_dict() for k, e in sorted(self.entries.items())},
                 "models": dict(sorted(self.models.items()))}
+        if tuple(self.fuses) != ENGINE_FUSES:  # written only when it differs: older tables stay byte-identical
+            body["fuses"] = list(self.fuses)
         body["sha256"] = _digest(body)
         return body
 
@@ -243,7 +246,7 @@ def load(path: str | os.PathLike) -> LatencyTable:
     try:
         entries = {k: Entry.from_dict(e) for k, e in d["entries"].items()}
         table = LatencyTable(dict(d["fingerprint"]), dict(d["timing"]), int(d["step"]), float(d["overhead_ms"]),
-                             entries, dict(d["models"]))
+                             entries, dict(d["models"]), tuple(d.get("fuses", ENGINE_FUSES)))
         _check_sense(table)
         return table
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -253,6 +256,8 @@ def load(path: str | os.PathLike) -> LatencyTable:
 def _check_sense(t: LatencyTable) -> None:
     """What a checksum cannot vouch for (it can be recomputed over anything): values a profile
     could have written. Raises ValueError naming the first that is not."""
+    if not set(t.fuses) <= {"norm", "activation"} or len(set(t.fuses)) != len(t.fuses):
+        raise ValueError(f"fuses {list(t.fuses)}")
     if not t.entries:
         raise ValueError("no block entries")
     if t.channel_step < 1 or not (np.isfinite(t.overhead_ms) and t.overhead_ms >= 0):

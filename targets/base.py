@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from compiler.core.errors import BadInputError, LatpruneError
+from compiler.core.rules import ENGINE_FUSES
 
 
 class TargetError(LatpruneError):
@@ -141,6 +142,7 @@ class Target(abc.ABC):
 
     name: str = ""
     channel_step: int = 8  # channel counts that keep the engine on its fast path
+    fuses: tuple[str, ...] = ENGINE_FUSES  # op roles the engine folds into a conv/linear, in order
 
     @abc.abstractmethod
     def fingerprint(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .groups import analyze
 from .importance import IMPORTANCE, register_importance
 from .lower import lower
 from .masking import invariant_error, masked_reference
+from .rules import PerChannel, Passthrough, Rule, register_rule
 from .serialize import load, save
 from .space import ChannelGroup, Member, PruningSpace, Widths
 
@@ -23,5 +24,5 @@ __all__ = [
     "adabn", "keep_mask", "prune", "rewrite", "Budget", "parse_budget", "macs", "params", "ArtifactError",
     "BadInputError", "BusyError", "InfeasibleBudgetError", "LatpruneError", "LoweringError", "VerificationError",
     "WidthsError", "ExportError", "export_onnx", "onnx_bytes", "analyze", "IMPORTANCE", "register_importance", "lower",
-    "invariant_error", "masked_reference", "load", "save", "ChannelGroup", "Member", "PruningSpace", "Widths",
+    "invariant_error", "masked_reference", "Rule", "PerChannel", "Passthrough", "register_rule", "load", "save", "ChannelGroup", "Member", "PruningSpace", "Widths",
 ]

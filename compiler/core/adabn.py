@@ -11,14 +11,15 @@ import torch
 import torch.nn as nn
 
 from .errors import BadInputError
+from .rules import module_rule
 
-_BN = nn.modules.batchnorm._BatchNorm
 
 
 def adabn(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> nn.Module:
     """Reset every BatchNorm's running stats and re-estimate them as the exact average over
     the batches (momentum=None), with only the BN layers in train mode. In place; returns model."""
-    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    bns = [m for m in model.modules() if (r := module_rule(m)) is not None and r.running_stats
+           and m.track_running_stats]
     if not bns:
         return model
     was_training = model.training

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from .lower import lower
-from .propagate import CONV, CONV_T, shape_of
+from .propagate import shape_of
+from .rules import module_rule
 
 
 def macs(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> int:
@@ -26,11 +26,8 @@ def macs(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor]
         out = shape_of(node)
         if out is None:
             continue
-        if isinstance(m, (*CONV, *CONV_T)):
-            per_out = m.in_channels // m.groups * int(np.prod(m.kernel_size))
-            total += int(np.prod(out)) * per_out
-        elif isinstance(m, nn.Linear):
-            total += int(np.prod(out)) * m.in_features
+        rule = module_rule(m)
+        total += rule.macs(m, out) if rule is not None else 0
     return total
 
 

@@ -9,50 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 import torch.fx as fx
-import torch.nn as nn
 
 from .errors import BadInputError
-from .propagate import CONV, CONV_T
+from .rules import module_rule
 from .space import PruningSpace, Widths
 
 Criterion = Callable[[fx.GraphModule, PruningSpace], np.ndarray]
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _weight_slices(gm: fx.GraphModule, space: PruningSpace):
-    """Yield (place units, per-position weight slice matrix) for every weighted module call."""
+    """Yield (place units, per-position weight slice matrix) for every module call whose rule
+    names weight slices (conv, linear, or a user's registered op)."""
     for node in gm.graph.nodes:
-        if node.op != "call_module":
+        if node.op != "call_module" or (rule := module_rule(m := gm.get_submodule(node.target))) is None:
             continue
-        m = gm.get_submodule(node.target)
-        w = getattr(m, "weight", None)
-        if not isinstance(w, torch.Tensor) or not isinstance(m, CONV + CONV_T + (nn.Linear,)):
-            continue
-        w = w.detach().float()
-        out_place = space.places.get(node.name)
-        src = node.args[0]
+        src = node.args[0] if node.args else None
         in_place = space.places.get(src.name) if isinstance(src, fx.Node) else None
-        is_t = isinstance(m, CONV_T)
-        out_dim = out_place.dim if out_place else None
-        want_out = len(node.meta["tensor_meta"].shape) - 1 if isinstance(m, nn.Linear) else 1
-        if out_place is not None and out_dim == want_out:
-            per_out = (w.transpose(0, 1) if is_t else w).flatten(1)
-            yield out_place.units, per_out
-        if in_place is None or getattr(m, "groups", 1) == getattr(m, "in_channels", 0) > 1:
-            continue  # depthwise: the input and output are one unit; counted above
-        want_in = len(src.meta["tensor_meta"].shape) - 1 if isinstance(m, nn.Linear) else 1
-        if in_place.dim != want_in:
-            continue
-        groups = getattr(m, "groups", 1)
-        if is_t or groups == 1:
-            per_in = (w if is_t else w.transpose(0, 1)).flatten(1)
-        else:  # grouped: input position p feeds the filters of block p // (in / groups)
-            opg, ipg = w.shape[0] // groups, w.shape[1]
-            blocks = w.reshape(groups, opg, ipg, -1).permute(0, 2, 1, 3)
-            per_in = blocks.reshape(groups * ipg, -1)
-        yield in_place.units, per_in
+        yield from rule.weight_slices(m, node, space.places.get(node.name), in_place)
 
 
 def _accumulate(space: PruningSpace, items) -> tuple[np.ndarray, np.ndarray]:
@@ -79,10 +53,11 @@ def bn_gamma(gm: fx.GraphModule, space: PruningSpace) -> np.ndarray:
     """Network Slimming: |gamma| of the BatchNorms in the group; groups without a BN fall back to L1."""
     items = []
     for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(m := gm.get_submodule(node.target), _BN) and m.affine:
-            place = space.places.get(node.name)
-            if place is not None and place.dim == 1:
-                items.append((place.units, m.weight.detach().abs().numpy()))
+        if node.op != "call_module" or (rule := module_rule(m := gm.get_submodule(node.target))) is None:
+            continue
+        gamma, place = rule.scale(m), space.places.get(node.name)
+        if gamma is not None and place is not None and place.dim == 1:
+            items.append((place.units, gamma.numpy()))
     score, touched = _accumulate(space, items)
     fallback = l1(gm, space)
     for g in space.groups:

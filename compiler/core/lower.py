@@ -19,6 +19,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import LoweringError
+from .rules import has_own_rule
 
 Inputs = tuple[torch.Tensor, ...]
 _SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
@@ -35,7 +36,8 @@ def as_inputs(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> Inputs:
 
 
 class _Tracer(fx.Tracer):
-    """An fx tracer that honours user leaves and remembers which module it is inside."""
+    """An fx tracer that honours user leaves and remembers which module it is inside. A module
+    whose type has a rule of its own (register_rule) is a leaf: the rule describes it whole."""
 
     def __init__(self, leaves: set[str], leaf_types: tuple[type, ...]) -> None:
         super().__init__()
@@ -45,7 +47,7 @@ class _Tracer(fx.Tracer):
         self.failed_in: str | None = None  # innermost module whose forward raised
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-        if qualname in self.leaves or (self.leaf_types and isinstance(m, self.leaf_types)):
+        if qualname in self.leaves or (self.leaf_types and isinstance(m, self.leaf_types)) or has_own_rule(m):
             return True
         return super().is_leaf_module(m, qualname)
 

@@ -23,7 +23,7 @@ from torch.fx.node import _get_qualified_name
 
 from .atomic import atomic_path
 from .errors import ArtifactError
-from .propagate import KNOWN_FUNCTIONS, KNOWN_METHODS, KNOWN_MODULES
+from .rules import KNOWN_FUNCTIONS, KNOWN_METHODS, KNOWN_MODULES
 from .space import PruningSpace
 
 FORMAT = "latprune.pruned-model"
