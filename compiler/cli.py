@@ -9,6 +9,7 @@ and exit 1; `--debug` shows the traceback. Ctrl-C exits 130 and leaves no half-w
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -18,7 +19,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import latency_tables
+import targets
+from latency_tables.blocks import describe_key
+
+from .core.atomic import atomic_write_text
 from .core.errors import BadInputError, LatpruneError, VerificationError
+from .core.serialize import load
+from .data import FASHION_MNIST
+from .dataspec import load_data, load_metric
+from .models import CHECKPOINTS
+from .modelspec import example_inputs, load_model, parse_shape
+from .pipeline import CompileOptions, compile as run_compile, default_cache_dir
 
 
 def _number(kind: type, low: float, strict: bool = False) -> Any:
@@ -61,8 +73,6 @@ def _target_options(args: argparse.Namespace, name: str | None = None) -> dict[s
 
 
 def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
-    import targets
-
     if multi:
         p.add_argument("--target", action="append", choices=targets.NAMES,
                        help="repeat for several targets (default onnxruntime-cpu)")
@@ -80,11 +90,6 @@ def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    import latency_tables
-    import targets
-
-    from .modelspec import example_inputs, load_model
-
     model = load_model(args.model)
     inputs = example_inputs(args.input_shape)
     target = targets.get(args.target, **_target_options(args))
@@ -106,9 +111,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import latency_tables
-    from latency_tables.blocks import describe_key
-
     table = latency_tables.load(args.table)
     s = table.summary()
     if args.json:
@@ -131,8 +133,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _deps(args: argparse.Namespace) -> list[str]:
     """Files a rebuild depends on: the model's source or .pt2, the data, a given table, --eval's module."""
-    import importlib
-
     deps = []
     for spec in (args.model, args.eval):
         if not spec:
@@ -150,22 +150,14 @@ def _deps(args: argparse.Namespace) -> list[str]:
     if Path(args.data).exists():
         deps.append(args.data)
     elif args.data == "fashion-mnist":
-        from .data import FASHION_MNIST
         deps += [str(p) for p in sorted(FASHION_MNIST.glob("*.gz"))]
     deps += [str(t) for t in args.table or []]
     if args.model.startswith("compiler.models:"):
-        from .models import CHECKPOINTS
         deps += [str(p) for p in sorted(CHECKPOINTS.glob("*.pt"))]
     return [str(Path(d).resolve()) for d in deps]
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    import targets
-
-    from .pipeline import compile as run_compile, default_cache_dir
-    from .dataspec import load_data, load_metric
-    from .modelspec import example_inputs, load_model, parse_shape
-
     model = load_model(args.model, seed=args.seed)
     inputs = example_inputs(args.input_shape)
     cache = args.cache_dir or default_cache_dir(args.out)
@@ -176,13 +168,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         data = load_data(args.data, parse_shape(args.input_shape[0]), batch_size=args.batch_size, seed=args.seed,
                          max_val=args.eval_images)
         eval_fn = load_metric(args.eval)(data.val) if args.eval else None  # checked: a callable or exit 2
-        result = run_compile(model, inputs, tgts, budget=args.budget, table=args.table, calib_data=data,
-                             eval_fn=eval_fn, out_dir=args.out, finetune_epochs=args.finetune_epochs,
-                             strategy=args.strategy, max_evaluations=args.evaluations, seed=args.seed,
-                             tolerance=args.tolerance, cache_dir=cache, force=args.force,
-                             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
-                             shipped_tables=not args.no_shipped_tables, progress=not args.quiet,
-                             memory_limit=args.memory_limit, wait=not args.no_wait)
+        options = CompileOptions(
+            out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
+            max_evaluations=args.evaluations, seed=args.seed, tolerance=args.tolerance, force=args.force,
+            verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
+            shipped_tables=not args.no_shipped_tables, memory_limit=args.memory_limit, progress=not args.quiet,
+            wait=not args.no_wait, check=args.check, dump_dir=args.dump_dir)
+        result = run_compile(model, inputs, tgts, args.budget, table=args.table, calib_data=data, eval_fn=eval_fn,
+                             options=options)
     except VerificationError:  # the report was written: show what missed before the error line
         report = Path(args.out) / "report.json"
         if report.is_file():
@@ -192,7 +185,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
         for t in tgts:
             t.close()
     if args.depfile:
-        from .core.atomic import atomic_write_text
         target = (Path(args.out) / "report.json").as_posix()
         atomic_write_text(args.depfile, f"{target}: " + " ".join(d.replace(" ", "\\ ") for d in _deps(args)) + "\n")
     _print_report(result.report, args)
@@ -231,8 +223,6 @@ def summary(rep: dict[str, Any], out: Path) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """What a .latprune file holds: inputs, groups and their widths, layers, parameters."""
-    from .core.serialize import load
-
     gm = load(args.file)
     info = gm.meta["latprune"]
     space, widths = info["space"], info["widths"]
@@ -296,6 +286,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depfile", type=Path, help="write a Make/Ninja depfile for out/report.json")
+    p.add_argument("--dump-dir", type=Path, help="write the graph and pruning space after every pass here")
+    p.add_argument("--check", action="store_true",
+                   help="assert that the pruned model equals the masked original after the rewrite")
     p.add_argument("--force", action="store_true", help="use a table of another fingerprint")
     p.add_argument("--no-shipped-tables", action="store_true",
                    help="profile afresh instead of starting from a shipped table of this device")

@@ -8,7 +8,6 @@ malformed data is a BadInputError naming the problem, never a failure deep in a 
 """
 from __future__ import annotations
 
-import hashlib
 import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 
 from .core.errors import BadInputError
+from .core.hashing import digest
+from .data import split_train
 from .evaluate import EvalFn, top1
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -35,12 +36,7 @@ class Data:
     def digest(self) -> str:
         """A hash of every batch AdaBN, fine-tuning and scoring may read, so caches keyed on it
         notice any changed data."""
-        h = hashlib.sha256()
-        for batch in self.train + self.val:
-            for t in batch:
-                if t is not None:
-                    h.update(t.contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return digest(*(t for batch in self.train + self.val for t in batch if t is not None), length=16)
 
     @staticmethod
     def from_batches(batches: Iterable[Any], source: str = "batches") -> Data:
@@ -176,7 +172,6 @@ def load_data(spec: str, input_shape: tuple[int, ...], batch_size: int = 64, see
         if n is not None and n < 1:
             raise BadInputError(f"{name} must be a positive number of images, got {n}")
     if spec == "fashion-mnist":
-        from .data import split_train
         (xt, yt), (xv, yv) = split_train()
     elif ":" in spec and not Path(spec).exists():
         train, val = _function(spec)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
+
+from latency_tables import LatencyTable
 
 from .core.budget import Budget, check_feasible, parse_budget
 from .core.errors import BadInputError
@@ -264,54 +266,94 @@ class _Search:
         return np.array([int(np.searchsorted(a, widths[g.id])) for g, a in zip(self.g.groups, self.g.allowed)])
 
 
-def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], table: Any,
+@dataclass(frozen=True)
+class SearchOptions:
+    """How the search runs. `channel_step` defaults to the table's. Evolution runs `iterations`
+    generations of `population` children when given (MetaPruning's loop), at most
+    `max_evaluations` candidates either way; `time_budget_s` only cuts it short."""
+
+    strategy: str = "evolution"
+    channel_step: int | None = None
+    importance: str | Criterion = "l1"
+    max_evaluations: int = 100
+    iterations: int | None = None
+    time_budget_s: float | None = None
+    population: int = 16
+    parents: int = 6
+    mutation_prob: float = 0.2
+    band: float = 0.1
+    adabn_batches: int = 8
+    seed: int = 0
+    force: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise BadInputError(f"unknown search strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.max_evaluations < 1 or self.adabn_batches < 1:
+            raise BadInputError(f"max_evaluations and adabn_batches must be >= 1 "
+                                f"(got {self.max_evaluations}, {self.adabn_batches})")
+
+    def evaluations(self) -> int:
+        if self.iterations is None:
+            return self.max_evaluations
+        return min(self.max_evaluations, self.population * (self.iterations + 1))
+
+
+def with_overrides(options: Any, overrides: dict[str, Any]) -> Any:
+    """`options` with some fields replaced, naming an unknown one instead of a TypeError."""
+    unknown = sorted(set(overrides) - {f.name for f in fields(options)})
+    if unknown:
+        raise BadInputError(f"unknown option(s) {unknown} for {type(options).__name__}; "
+                            f"known: {sorted(f.name for f in fields(options))}")
+    return replace(options, **overrides)
+
+
+def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], table: LatencyTable,
            calib_data: Iterable[Any], eval_fn: EvalFn | Iterable[Any], budgets: Sequence[str | float | Budget] = ("0.5x",),
-           strategy: str = "evolution", channel_step: int | None = None, importance: str | Criterion = "l1",
-           max_evaluations: int = 100, iterations: int | None = None, time_budget_s: float | None = None,
-           population: int = 16,
-           parents: int = 6, mutation_prob: float = 0.2, band: float = 0.1, adabn_batches: int = 8,
-           seed: int = 0, fingerprint: dict[str, Any] | None = None, force: bool = False,
-           cache: str | Path | None = None, cache_key: str = "", progress: bool = True) -> SearchResult:
+           options: SearchOptions | None = None, *, fingerprint: dict[str, Any] | None = None,
+           cache: str | Path | None = None, cache_key: str = "", **overrides: Any) -> SearchResult:
     """Per-group channel counts that maximise `eval_fn` (after AdaBN on `calib_data`) with
     predicted latency under each budget; `eval_fn` may also be held-out (input, label) batches,
-    scored by top-1. `table` is a LatencyTable; `channel_step` defaults to
-    its channel step. Evolution runs `iterations` generations of `population` children when given
-    (MetaPruning's loop), at most `max_evaluations` candidates either way. Deterministic for a
-    seed (a time budget only cuts it short)."""
-    if strategy not in STRATEGIES:
-        raise BadInputError(f"unknown search strategy {strategy!r}; choose one of {STRATEGIES}")
-    if max_evaluations < 1:
-        raise BadInputError("max_evaluations must be at least 1")
-    if iterations is not None:
-        max_evaluations = min(max_evaluations, population * (iterations + 1))
+    scored by top-1. `options` (or keyword overrides of its fields) say how the search runs.
+    Deterministic for a seed."""
+    opt = with_overrides(options or SearchOptions(), overrides)
+    opt = replace(opt, channel_step=opt.channel_step or table.channel_step)
+    opt.validate()
+    t0 = time.perf_counter()
+    gm = lower(model, example_inputs)
+    space = analyze(gm, channel_step=opt.channel_step)
+    if fingerprint is not None:
+        table.check_target(fingerprint, opt.force)
+    predictor = table.predictor(gm, example_inputs, space=space)
+    where = f"{table.fingerprint.get('target')} ({table.fingerprint.get('device')})"
+    return run_search(space, Evaluator(gm, space, scores(gm, space, opt.importance), materialize(
+        calib_data, opt.adabn_batches, "calibration data"), eval_fn if callable(eval_fn) else top1(eval_fn),
+        Path(cache) if cache else None, cache_key), predictor, budgets, opt, where, time.perf_counter() - t0)
+
+
+def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[Widths | None], float],
+               budgets: Sequence[str | float | Budget], opt: SearchOptions, where: str,
+               setup_s: float = 0.0) -> SearchResult:
+    """The search over an analysed graph: what search() and the compile pipeline share, so a
+    build lowers, analyses and scores importance once."""
     parsed = [parse_budget(b) for b in budgets]
     if not parsed:
         raise BadInputError("give at least one latency budget")
     t0 = time.perf_counter()
-    gm = lower(model, example_inputs)
-    space = analyze(gm, channel_step=channel_step or table.channel_step)
-    if fingerprint is not None:
-        table.check_target(fingerprint, force)
-    predictor = table.predictor(gm, example_inputs, space=space)
     genes = _Genes(space)
     full_ms = predictor(None)
     floor_ms = predictor(genes.widths(np.zeros(len(genes.groups), dtype=int)))
     labelled = [(b.label, b.ms(full_ms)) for b in parsed]
-    check_feasible(dict(labelled), floor_ms, f"{table.fingerprint.get('target')} ({table.fingerprint.get('device')})")
-    calib = materialize(calib_data, adabn_batches, "calibration data")
-    if not callable(eval_fn):
-        eval_fn = top1(eval_fn)
-    evaluator = Evaluator(gm, space, scores(gm, space, importance), calib, eval_fn,
-                          Path(cache) if cache else None, cache_key)
-    rng = np.random.default_rng(seed)
-    deadline = time.monotonic() + time_budget_s if time_budget_s else None
-    s = _Search(genes, predictor, evaluator, labelled, rng, max_evaluations, deadline, progress)
-    setup_s = time.perf_counter() - t0
+    check_feasible(dict(labelled), floor_ms, where)
+    rng = np.random.default_rng(opt.seed)
+    deadline = time.monotonic() + opt.time_budget_s if opt.time_budget_s else None
+    s = _Search(genes, predictor, evaluator, labelled, rng, opt.evaluations(), deadline, opt.progress)
     try:
-        if strategy == "evolution":
-            s.evolve(population, parents, mutation_prob, band)
+        if opt.strategy == "evolution":
+            s.evolve(opt.population, opt.parents, opt.mutation_prob, opt.band)
         else:
-            s.random_search(band)
+            s.random_search(opt.band)
     finally:
         s.bar.close()
         evaluator.save()
@@ -322,8 +364,7 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
                             "evaluations; allow more evaluations or a looser budget")
     results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].score,
                             s.uniform_baseline(ms)) for label, ms in labelled]
-    stats = {"strategy": strategy, "seed": seed, "channel_step": channel_step or table.channel_step,
+    stats = {"strategy": opt.strategy, "seed": opt.seed, "channel_step": opt.channel_step,
              "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
-             "search_seconds": round(time.perf_counter() - t0 - setup_s, 3), **evaluator.stats()}
+             "search_seconds": round(time.perf_counter() - t0, 3), **evaluator.stats()}
     return SearchResult(results, sorted(s.archive.values(), key=lambda c: c.evaluation), full_ms, floor_ms, stats)
-

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from .core.errors import BadInputError
+from .core.pt2 import load_exported
+from .core.raise_aten import raise_exported
 
 
 def load_model(spec: str, seed: int = 0) -> torch.nn.Module:
@@ -54,8 +56,6 @@ def load_model(spec: str, seed: int = 0) -> torch.nn.Module:
 def _exported(path: Path) -> torch.nn.Module:
     if not path.exists():
         raise BadInputError(f"model file {path} does not exist")
-    from .core.pt2 import load_exported
-    from .core.raise_aten import raise_exported
 
     return raise_exported(load_exported(path))
 

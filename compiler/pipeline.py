@@ -10,7 +10,6 @@ in whole, so it never holds a half-written build.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import math
@@ -20,52 +19,96 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 from filelock import FileLock, Timeout
 
+import latency_tables
+from latency_tables import LatencyTable
+from latency_tables.profile import MODEL_TIMING
+from targets import Artifact, Target
+
 from .core.adabn import adabn
-from .core.api import rewrite
+from .core.api import keep_mask, rewrite
 from .core.atomic import atomic_write_text, umask
-from .core.budget import parse_budget
+from .core.budget import Budget, parse_budget
 from .core.cost import macs, params
-from .dataspec import Data, check_labels
-from .emit import emit, verify
 from .core.errors import BadInputError, BusyError, VerificationError
-from .evaluate import EvalFn, score_of, top1
-from .distill import finetune
 from .core.groups import analyze
+from .core.hashing import digest, json_text
+from .core.importance import scores
 from .core.lower import as_inputs, lower
+from .core.masking import invariant_error
 from .core.memory import check_fits
-from .report import render
-from .evolution import search
+from .core.rules import RewriteError
 from .core.serialize import load
+from .core.space import PruningSpace, Widths
+from .dataspec import Data, check_labels
+from .distill import finetune
+from .emit import emit, verify
+from .evaluate import EvalFn, Evaluator, materialize, score_of, top1
+from .evolution import SearchOptions, SearchResult, run_search, with_overrides
+from .report import render
 
 REPORT_SCHEMA = "latprune.report/1"
 OUT_MARKER = ".latprune-out"  # in every folder latprune builds: only such folders (or empty ones) are replaced
 
 
 @dataclass(frozen=True)
-class _Options:
-    """compile()'s knobs that shape the build (all but `progress` are part of the build key)."""
+class CompileOptions:
+    """How compile() builds. Every field but those in NOT_KEYED is part of the build key.
 
-    finetune_epochs: float
-    strategy: str
-    max_evaluations: int
-    seed: int
-    importance: str
-    tolerance: float
-    force: bool
-    verify_engines: bool
-    adabn_batches: int
-    shipped_tables: bool
-    progress: bool
+    `verify_engines=False` emits without timing (a cross-compiled target with no device
+    attached; the report's status is then "unverified"). `adabn_batches` training batches
+    re-estimate BN statistics per candidate (fewer for big models). `shipped_tables=False`
+    profiles afresh instead of starting from a shipped table measured on this very device.
+    `memory_limit` ('auto', a size such as '16G', or None) refuses a build whose estimated
+    footprint would not fit. `out_dir` is replaced only when latprune built it (or it is
+    empty); concurrent builds into it queue on a lock (`wait=False`: BusyError at once).
+    `check` asserts after the rewrite that the pruned model equals the masked original (on in
+    tests); `dump_dir` receives the graph and pruning space after every pass."""
+
+    out_dir: str | Path = "build/latprune"
+    cache_dir: str | Path | None = None
+    finetune_epochs: float = 0.0
+    strategy: str = "evolution"
+    max_evaluations: int = 60
+    seed: int = 0
+    importance: str = "l1"
+    tolerance: float = 0.03
+    force: bool = False
+    verify_engines: bool = True
+    adabn_batches: int = 8
+    shipped_tables: bool = True
+    memory_limit: str | int | None = "auto"
+    progress: bool = True
+    wait: bool = True
+    check: bool = False
+    dump_dir: str | Path | None = None
+
+    NOT_KEYED: ClassVar[frozenset[str]] = frozenset(
+        {"out_dir", "cache_dir", "memory_limit", "progress", "wait", "check", "dump_dir"})
+
+    def validate(self) -> None:
+        for name, value in (("finetune_epochs", self.finetune_epochs), ("tolerance", self.tolerance)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise BadInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.search().validate()
+
+    def keyed(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_KEYED}
+
+    def search(self, channel_step: int | None = None) -> SearchOptions:
+        return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.importance,
+                             max_evaluations=self.max_evaluations, adabn_batches=self.adabn_batches, seed=self.seed,
+                             force=self.force, progress=self.progress)
 
 
 @dataclass
@@ -81,40 +124,28 @@ def default_cache_dir(out_dir: Path) -> Path:
     return Path(os.path.abspath(out_dir)).with_name(".latprune-cache")
 
 
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:20]
-
-
 def _file_digest(table: Any) -> str | None:
     """A given table file's bytes, so that an edited table rebuilds (an object: its identity)."""
     if table is None:
         return None
     if isinstance(table, (str, Path)) and Path(table).is_file():
-        return hashlib.sha256(Path(table).read_bytes()).hexdigest()[:20]
+        return digest(Path(table).read_bytes())
     return str(table)
 
 
 def model_digest(gm: fx.GraphModule) -> str:
     """The graph's code and every parameter and buffer, byte for byte."""
-    h = hashlib.sha256(gm.code.encode())
-    for k, v in gm.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
+    return digest(gm.code, *(part for k, v in gm.state_dict().items() for part in (k, v)))
 
 
-def _table_for(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: Any, cache: Path,
-               table: Any, force: bool, shipped_tables: bool, progress: bool) -> tuple[Any, str]:
-    import latency_tables
-
+def _table_for(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: Target, cache: Path,
+               table: LatencyTable | str | Path | None, force: bool, shipped_tables: bool,
+               progress: bool) -> tuple[LatencyTable, str]:
     if table is not None:
         t = latency_tables.load(table) if isinstance(table, (str, Path)) else table
         t.check_target(target.fingerprint(), force)
         return t, str(table) if isinstance(table, (str, Path)) else "given"
-    path = cache / "tables" / f"{target.name}-{_digest(target.fingerprint())}.json"
+    path = cache / "tables" / f"{target.name}-{digest(json_text(target.fingerprint()))}.json"
     if shipped_tables and not path.exists():  # start from a shipped table measured on this very device
         for shipped in latency_tables.shipped():
             if latency_tables.load(shipped).fingerprint == target.fingerprint():
@@ -184,29 +215,53 @@ def _warn(report: dict[str, Any], message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], target: Any,
-            budget: str | float = "0.5x", budget_ms: float | None = None, table: Any = None,
-            calib_data: Data | Iterable[Any] | None = None, eval_fn: EvalFn | None = None,
-            out_dir: str | Path = "build/latprune", finetune_epochs: float = 0.0, strategy: str = "evolution",
-            max_evaluations: int = 60, seed: int = 0, importance: str = "l1", tolerance: float = 0.03,
-            cache_dir: str | Path | None = None, force: bool = False, verify_engines: bool = True,
-            adabn_batches: int = 8, shipped_tables: bool = True, progress: bool = True,
-            memory_limit: str | int | None = "auto", wait: bool = True) -> CompileResult:
+@dataclass
+class BuildContext:
+    """One build's state. Passes read what earlier passes left here and add their own part,
+    so each thing (the lowered graph, a target's space, importance, table) is computed once."""
+
+    model: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    spec: Budget
+    data: Data
+    metric: EvalFn
+    options: CompileOptions
+    cache: Path
+    key: str
+    report: dict[str, Any]
+    gm: fx.GraphModule
+    stage: Path = Path()
+    base_score: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    # per target, set by the passes in TARGET_PASSES order
+    target: Target | None = None
+    table_given: Any = None
+    table: LatencyTable | None = None
+    table_path: str = ""
+    space: PruningSpace | None = None
+    unit_scores: np.ndarray | None = None
+    result: SearchResult | None = None
+    pruned: fx.GraphModule | None = None
+    accuracy: dict[str, float | None] = field(default_factory=dict)
+    artifact: Artifact | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+
+
+def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], target: Target | Sequence[Target],
+            budget: str | float = "0.5x", *, calib_data: Data | Iterable[Any] | None = None,
+            eval_fn: EvalFn | None = None, table: LatencyTable | str | Path | Sequence[Any] | None = None,
+            options: CompileOptions | None = None, **overrides: Any) -> CompileResult:
     """Prune `model` to meet the budget on each target, emit and verify an engine per target.
     `target` is a Target or a list of them (one search each: widths differ per device);
     `calib_data` is a Data (training batches for AdaBN / fine-tuning, held-out batches for the
     search) or an iterable of batches (tensors or (input, label) pairs), which then needs
-    `eval_fn`. Raises InfeasibleBudgetError (exit 3) or, after writing the report,
-    VerificationError (exit 4) when an engine misses its budget or disagrees with PyTorch.
-    `verify_engines=False` emits without timing (a cross-compiled target with no device
-    attached); the report's status is then "unverified". `adabn_batches` training batches
-    re-estimate BN statistics per candidate (its cost scales with the model: fewer for big
-    models); `shipped_tables=False` profiles afresh instead of starting from a shipped table
-    measured on this very device. `memory_limit` ('auto', a size such as '16G', or None)
-    refuses a build whose estimated footprint would not fit. `out_dir` is replaced only when
-    latprune built it (or it is empty); concurrent builds into it queue on a lock (`wait=False`:
-    BusyError at once)."""
+    `eval_fn`. `options` (or keyword overrides of its fields, e.g. out_dir=...) say how to
+    build. Raises InfeasibleBudgetError (exit 3) or, after writing the report,
+    VerificationError (exit 4) when an engine misses its budget or disagrees with PyTorch."""
     t_start = time.perf_counter()
+    opt = with_overrides(options or CompileOptions(), overrides)
+    opt.validate()
     targets_ = list(target) if isinstance(target, (list, tuple)) else [target]
     if calib_data is None:
         raise BadInputError("compile needs data: calibration batches for AdaBN and held-out batches for the search")
@@ -214,15 +269,10 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     if not data.val and eval_fn is None:
         raise BadInputError("calib_data given as plain batches has no held-out split to score candidates on: "
                             "pass eval_fn(model) -> float, or a compiler.dataspec.Data with held-out batches")
-    if finetune_epochs > 0 and not data.labelled():
+    if opt.finetune_epochs > 0 and not data.labelled():
         raise BadInputError("fine-tuning needs labelled (input, label) training batches; give labels or "
                             "finetune_epochs=0")
-    for name, value, low in (("finetune_epochs", finetune_epochs, 0.0), ("tolerance", tolerance, 0.0)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
-            raise BadInputError(f"{name} must be a finite number >= {low:g}, got {value!r}")
-    if max_evaluations < 1 or adabn_batches < 1:
-        raise BadInputError(f"max_evaluations and adabn_batches must be >= 1 (got {max_evaluations}, {adabn_batches})")
-    spec = parse_budget(budget_ms if budget_ms is not None else budget)
+    spec = parse_budget(budget)
     tables = list(table) if isinstance(table, (list, tuple)) else [table] * len(targets_)
     if len(tables) != len(targets_):
         raise BadInputError(f"{len(tables)} latency tables for {len(targets_)} targets: give one per target, "
@@ -231,52 +281,185 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
         if not t.can_measure and tbl is None:
             raise BadInputError(f"{t.name} has no device attached to profile on: give --rpc HOST:PORT (or "
                                 "--rpc-tracker/--rpc-key), or --table with a table measured on the device")
-        if not t.can_measure and verify_engines:
+        if not t.can_measure and opt.verify_engines:
             raise BadInputError(f"{t.name} has no device attached to verify the engine on: give --rpc HOST:PORT "
                                 "(or --rpc-tracker/--rpc-key), or --no-verify to emit the engine unmeasured")
     inputs = as_inputs(example_inputs)
-    out_dir = Path(out_dir)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir(out_dir)
+    out_dir = Path(opt.out_dir)
+    cache = Path(opt.cache_dir) if opt.cache_dir else default_cache_dir(out_dir)
     if cache.exists() and not cache.is_dir():
         raise BadInputError(f"cache folder {cache} exists and is not a folder; give --cache-dir a folder")
     _check_out(out_dir)
+    if opt.dump_dir is not None:
+        _check_out(Path(opt.dump_dir))
     model = model.eval()
+    t0 = time.perf_counter()
     gm = lower(model, inputs)
-    check_fits(gm, memory_limit, train_batch=len(data.train[0][0]), finetune=finetune_epochs > 0)
+    lowered_s = time.perf_counter() - t0
+    check_fits(gm, opt.memory_limit, train_batch=len(data.train[0][0]), finetune=opt.finetune_epochs > 0)
     check_labels(data, _classes(gm))
-    opt = _Options(finetune_epochs, strategy, max_evaluations, seed, importance, tolerance, force, verify_engines,
-                   adabn_batches, shipped_tables, progress)
-    key = _digest(model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_],
-                  spec.label, [v for k, v in vars(opt).items() if k != "progress"], data.digest(),
-                  _fn_digest(eval_fn), [_file_digest(t) for t in tables], REPORT_SCHEMA)
-    with _locked(out_dir, wait):
+    key = digest(*(json_text(part) for part in (
+        model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_], spec.label,
+        opt.keyed(), data.digest(), _fn_digest(eval_fn), [_file_digest(t) for t in tables], REPORT_SCHEMA)))
+    with _locked(out_dir, opt.wait):
         _check_out(out_dir)  # another build may have changed OUT while we waited
         cached = _cached(out_dir, key)
         if cached is not None:
             return cached
-        metric = eval_fn or top1(data.val)
-        seconds: dict[str, float] = {}
         report: dict[str, Any] = {"schema": REPORT_SCHEMA, "build_key": key, "model": type(model).__name__,
-                                  "inputs": [list(t.shape) for t in inputs], "seed": seed, "budget": spec.label,
-                                  "data": data.source, "targets": {}, "seconds": seconds, "warnings": []}
-        t0 = time.perf_counter()
-        base_score = score_of(metric, model)
-        seconds["evaluate_original"] = time.perf_counter() - t0
-        stage = _stage(out_dir)
+                                  "inputs": [list(t.shape) for t in inputs], "seed": opt.seed, "budget": spec.label,
+                                  "data": data.source, "targets": {}, "seconds": {"lower": lowered_s},
+                                  "passes": [name for name, _ in TARGET_PASSES], "warnings": []}
+        ctx = BuildContext(model, inputs, spec, data, eval_fn or top1(data.val), opt, cache, key, report, gm)
+        _dump(ctx, "lower")
+        _timed(ctx, "evaluate_original", _evaluate_original)
+        ctx.stage = _stage(out_dir)
+        first: tuple[fx.GraphModule, Widths] | None = None
         try:
-            failures, first = _build(model, gm, inputs, targets_, spec, tables, data, metric, base_score, stage,
-                                     out_dir, cache, key, report, opt)
-            seconds["total"] = time.perf_counter() - t_start
-            report["status"] = "verification_failed" if failures else "ok" if verify_engines else "unverified"
-            report["failures"] = failures
-            atomic_write_text(stage / "report.json", json.dumps(report, indent=1, default=float) + "\n")
-            atomic_write_text(stage / "report.html", render(report))
-            _swap_in(stage, out_dir)
+            for tgt, tbl in zip(targets_, tables):
+                ctx.target, ctx.table_given = tgt, tbl
+                for name, run in TARGET_PASSES:
+                    _timed(ctx, name, run)
+                first = first or (ctx.pruned, ctx.result.best.widths)
+            report["seconds"]["total"] = time.perf_counter() - t_start
+            report["status"] = "verification_failed" if ctx.failures else "ok" if opt.verify_engines else "unverified"
+            report["failures"] = ctx.failures
+            atomic_write_text(ctx.stage / "report.json", json.dumps(report, indent=1, default=float) + "\n")
+            atomic_write_text(ctx.stage / "report.html", render(report))
+            _swap_in(ctx.stage, out_dir)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)  # a failed or interrupted build leaves nothing half-written
-    if failures:
-        raise VerificationError("verification failed: " + "; ".join(failures) + f" (see {out_dir / 'report.json'})")
+            shutil.rmtree(ctx.stage, ignore_errors=True)  # a failed or interrupted build leaves nothing half-written
+    if ctx.failures:
+        raise VerificationError("verification failed: " + "; ".join(ctx.failures) + f" (see {out_dir / 'report.json'})")
+    assert first is not None
     return CompileResult(first[0], first[1], report, out_dir)
+
+
+# -- the passes --------------------------------------------------------------------------------
+def _timed(ctx: BuildContext, name: str, run: Callable[[BuildContext], None]) -> None:
+    """The instrument around every pass: its wall time into the report, then the dump."""
+    t0 = time.perf_counter()
+    run(ctx)
+    label = f"{ctx.target.name}/{name}" if ctx.target is not None else name
+    ctx.report["seconds"][label] = time.perf_counter() - t0
+    _dump(ctx, name)
+
+
+def _dump(ctx: BuildContext, name: str) -> None:
+    """With dump_dir: the graph (pruned once there is one) and the space after pass `name`."""
+    if ctx.options.dump_dir is None:
+        return
+    folder = Path(ctx.options.dump_dir) / (ctx.target.name if ctx.target is not None else "model")
+    folder.mkdir(parents=True, exist_ok=True)
+    (Path(ctx.options.dump_dir) / OUT_MARKER).touch()
+    n = len(list(folder.glob("*.py")))
+    gm = ctx.pruned if ctx.pruned is not None else ctx.gm
+    atomic_write_text(folder / f"{n:02d}-{name}.py", "\n".join(f"# {line}" for line in repr(gm).splitlines()) + gm.code)
+    if ctx.space is not None:
+        atomic_write_text(folder / f"{n:02d}-{name}.space.json",
+                          json.dumps({"summary": ctx.space.summary(), **ctx.space.to_dict()}, indent=1) + "\n")
+
+
+def _evaluate_original(ctx: BuildContext) -> None:
+    ctx.base_score = score_of(ctx.metric, ctx.model)
+
+
+def _table_pass(ctx: BuildContext) -> None:
+    o = ctx.options
+    ctx.pruned, ctx.space, ctx.unit_scores = None, None, None
+    ctx.table, ctx.table_path = _table_for(ctx.model, ctx.inputs, ctx.target, ctx.cache, ctx.table_given, o.force,
+                                           o.shipped_tables, o.progress)
+
+
+def _analyze_pass(ctx: BuildContext) -> None:
+    ctx.space = analyze(ctx.gm, channel_step=ctx.target.channel_step)
+
+
+def _importance_pass(ctx: BuildContext) -> None:
+    ctx.unit_scores = scores(ctx.gm, ctx.space, ctx.options.importance)
+
+
+def _search_pass(ctx: BuildContext) -> None:
+    o, tgt = ctx.options, ctx.target
+    predictor = ctx.table.predictor(ctx.gm, ctx.inputs, tgt.fingerprint(), o.force, space=ctx.space)
+    calib = materialize(ctx.data.train, o.adabn_batches, "calibration data")
+    evaluator = Evaluator(ctx.gm, ctx.space, ctx.unit_scores, calib, ctx.metric,
+                          ctx.cache / "scores" / f"{ctx.key}-{tgt.name}.json", ctx.key)
+    where = f"{ctx.table.fingerprint.get('target')} ({ctx.table.fingerprint.get('device')})"
+    ctx.result = run_search(ctx.space, evaluator, predictor, [ctx.spec], o.search(tgt.channel_step), where)
+    _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result)
+
+
+def _rewrite_pass(ctx: BuildContext) -> None:
+    ctx.pruned = rewrite(ctx.gm, ctx.space, ctx.result.best.widths, ctx.unit_scores, ctx.inputs)
+
+
+def _check_pass(ctx: BuildContext) -> None:
+    """With options.check: the pruned model must equal the original with the pruned channels
+    masked to zero (README, Architecture); a difference is a latprune bug, never the user's."""
+    if not ctx.options.check:
+        return
+    keep = keep_mask(ctx.gm, ctx.space, ctx.result.best.widths, ctx.unit_scores)
+    err = invariant_error(ctx.gm, ctx.pruned, ctx.space, keep, *ctx.inputs)
+    if not err < CHECK_TOLERANCE:
+        raise RewriteError(f"{ctx.target.name}: the pruned model differs from the masked original by {err:.3g} "
+                           "(relative); please report this model to latprune")
+
+
+def _adabn_pass(ctx: BuildContext) -> None:
+    adabn(ctx.pruned, ctx.data.train, max_batches=ctx.options.adabn_batches)
+    ctx.accuracy = {"original": ctx.base_score, "adabn": score_of(ctx.metric, ctx.pruned), "finetuned": None}
+
+
+def _finetune_pass(ctx: BuildContext) -> None:
+    o = ctx.options
+    if o.finetune_epochs > 0:
+        tuned = finetune(ctx.pruned, ctx.model, ctx.data.train, o.finetune_epochs, seed=o.seed, progress=o.progress)
+        tuned.meta.update(ctx.pruned.meta)
+        ctx.pruned = tuned
+        ctx.accuracy["finetuned"] = score_of(ctx.metric, ctx.pruned)
+
+
+def _emit_pass(ctx: BuildContext) -> None:
+    ctx.artifact, ctx.files = emit(ctx.pruned, ctx.inputs, ctx.target, ctx.stage / ctx.target.name)
+
+
+def _verify_pass(ctx: BuildContext) -> None:
+    best = ctx.result.best
+    if ctx.options.verify_engines:
+        ctx.verification = verify(ctx.pruned, ctx.inputs, ctx.target, ctx.artifact, best.budget_ms, best.latency_ms,
+                                  ctx.options.tolerance, MODEL_TIMING)
+        ctx.failures += _failures(ctx.target.name, ctx.verification)
+    else:
+        ctx.verification = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,
+                            "predicted_ms": best.latency_ms}
+
+
+def _report_pass(ctx: BuildContext) -> None:
+    tgt, res, space, best, out_dir = ctx.target, ctx.result, ctx.space, ctx.result.best, Path(ctx.options.out_dir)
+    ctx.report["targets"][tgt.name] = {
+        "fingerprint": tgt.fingerprint(), "table": ctx.table_path, "budget": ctx.spec.label, "budget_ms": best.budget_ms,
+        "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": ctx.verification,
+        "accuracy": ctx.accuracy, "widths": best.widths,
+        "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
+                    "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order
+        "uniform": None if best.uniform is None else {
+            "predicted_ms": best.uniform.latency_ms, "adabn": best.uniform.score,
+            "ratio": round(sum(best.uniform.widths[g.id] for g in space.prunable())
+                           / max(sum(g.size for g in space.prunable()), 1), 4)},
+        "params": {"original": params(ctx.model), "pruned": params(ctx.pruned)},
+        "macs": {"original": macs(ctx.model, ctx.inputs), "pruned": macs(ctx.pruned, ctx.inputs)},
+        "search": {"stats": res.stats, "archive": [[c.latency_ms, c.score] for c in res.archive],
+                   "pareto": [[c.latency_ms, c.score] for c in res.pareto()]},
+        "files": {k: str(out_dir / Path(v).relative_to(ctx.stage)) if Path(v).is_relative_to(ctx.stage) else v
+                  for k, v in ctx.files.items()}}
+
+
+CHECK_TOLERANCE = 1e-4  # relative to the output's scale; a slicing bug gives O(1)
+TARGET_PASSES: list[tuple[str, Callable[[BuildContext], None]]] = [
+    ("table", _table_pass), ("analyze", _analyze_pass), ("importance", _importance_pass), ("search", _search_pass),
+    ("rewrite", _rewrite_pass), ("check", _check_pass), ("adabn", _adabn_pass), ("finetune", _finetune_pass),
+    ("emit", _emit_pass), ("verify", _verify_pass), ("report", _report_pass)]
 
 
 def _classes(gm: fx.GraphModule) -> int | None:
@@ -296,69 +479,7 @@ def _fn_digest(fn: EvalFn | None) -> str:
         parts.append(inspect.getsource(sys.modules[fn.__module__]))
     except (KeyError, TypeError, OSError, AttributeError):
         pass
-    return _digest(*parts)
-
-
-def _build(model: nn.Module, gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], targets_: list[Any], spec: Any,
-           tables: list[Any], calib_data: Data, metric: EvalFn, base_score: float, stage: Path, out_dir: Path, cache: Path,
-           key: str, report: dict[str, Any], opt: _Options) -> tuple[list[str], tuple[fx.GraphModule, dict[str, int]]]:
-    """Per target: table, search, rewrite + AdaBN (+ KD fine-tune), emit into `stage`, verify."""
-    seconds = report["seconds"]
-    failures: list[str] = []
-    first: tuple[fx.GraphModule, dict[str, int]] | None = None
-    for tgt, table in zip(targets_, tables):
-        t0 = time.perf_counter()
-        tbl, table_path = _table_for(model, inputs, tgt, cache, table, opt.force, opt.shipped_tables, opt.progress)
-        t1 = time.perf_counter()
-        res = search(model, inputs, tbl, calib_data.train, metric, budgets=[spec], strategy=opt.strategy,
-                     channel_step=tgt.channel_step, importance=opt.importance, max_evaluations=opt.max_evaluations,
-                     adabn_batches=opt.adabn_batches, seed=opt.seed, fingerprint=tgt.fingerprint(), force=opt.force,
-                     progress=opt.progress, cache=cache / "scores" / f"{key}-{tgt.name}.json", cache_key=key)
-        t2 = time.perf_counter()
-        best = res.best
-        space = analyze(gm, channel_step=tgt.channel_step)
-        pruned = rewrite(gm, space, best.widths, opt.importance, inputs)
-        adabn(pruned, calib_data.train, max_batches=opt.adabn_batches)
-        acc = {"original": base_score, "adabn": score_of(metric, pruned), "finetuned": None}
-        _search_warnings(report, tgt.name, spec.label, res)
-        t3 = time.perf_counter()
-        if opt.finetune_epochs > 0:
-            tuned = finetune(pruned, model, calib_data.train, opt.finetune_epochs, seed=opt.seed, progress=opt.progress)
-            tuned.meta.update(pruned.meta)
-            pruned = tuned
-            acc["finetuned"] = score_of(metric, pruned)
-        t4 = time.perf_counter()
-        artifact, files = emit(pruned, inputs, tgt, stage / tgt.name)
-        t5 = time.perf_counter()
-        if opt.verify_engines:
-            from latency_tables.profile import MODEL_TIMING
-            check = verify(pruned, inputs, tgt, artifact, best.budget_ms, best.latency_ms, opt.tolerance, MODEL_TIMING)
-            failures += _failures(tgt.name, check)
-        else:
-            check = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,
-                     "predicted_ms": best.latency_ms}
-        t6 = time.perf_counter()
-        seconds.update({f"{tgt.name}/table": t1 - t0, f"{tgt.name}/search": t2 - t1, f"{tgt.name}/rewrite_adabn": t3 - t2,
-                        f"{tgt.name}/finetune": t4 - t3, f"{tgt.name}/emit": t5 - t4, f"{tgt.name}/verify": t6 - t5})
-        report["targets"][tgt.name] = {
-            "fingerprint": tgt.fingerprint(), "table": table_path, "budget": spec.label, "budget_ms": best.budget_ms,
-            "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": check,
-            "accuracy": acc, "widths": best.widths,
-            "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
-                        "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order
-            "uniform": None if best.uniform is None else {
-                "predicted_ms": best.uniform.latency_ms, "adabn": best.uniform.score,
-                "ratio": round(sum(best.uniform.widths[g.id] for g in space.prunable())
-                               / max(sum(g.size for g in space.prunable()), 1), 4)},
-            "params": {"original": params(model), "pruned": params(pruned)},
-            "macs": {"original": macs(model, inputs), "pruned": macs(pruned, inputs)},
-            "search": {"stats": res.stats, "archive": [[c.latency_ms, c.score] for c in res.archive],
-                       "pareto": [[c.latency_ms, c.score] for c in res.pareto()]},
-            "files": {k: str(Path(out_dir) / Path(v).relative_to(stage)) if Path(v).is_relative_to(stage) else v
-                      for k, v in files.items()}}
-        first = first or (pruned, best.widths)
-    assert first is not None
-    return failures, first
+    return digest(*parts)
 
 
 def _search_warnings(report: dict[str, Any], target: str, budget: str, res: Any) -> None:

@@ -26,13 +26,17 @@ def grid_values(least: int, full: int, channel_step: int, points: int = 6) -> li
     return sorted(set(aligned) | {full})
 
 
-def off_step_probe(values: Sequence[int], step: int) -> int | None:
-    """The off-step count measured to price a block's penalty: half a step below a middle
-    on-step grid value (None when the grid has no on-step value above one step)."""
+def off_step_probe(values: Sequence[int], step: int, structure: int = 1) -> int | None:
+    """The off-step count measured to price a block's penalty: about half a step below a middle
+    on-step grid value. It must be a count the op can have (a multiple of `structure`, the
+    group count of a grouped conv); None when no such count is off the step."""
     on = [v for v in values if v % step == 0 and v >= 2 * step]
     if not on:
         return None
-    return on[len(on) // 2] - step // 2
+    top = on[len(on) // 2]
+    below = [v for v in range(top - step // 2, top - step, -1) if v % structure == 0 and v % step]
+    below += [v for v in range(top - step // 2 + 1, top) if v % structure == 0 and v % step]
+    return below[0] if below else None
 
 
 def bracket(values: np.ndarray, v: float) -> tuple[int, int, float]:

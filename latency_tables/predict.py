@@ -5,8 +5,6 @@ so one prediction costs microseconds per block and a search can afford thousands
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 import torch.fx as fx
 
 from compiler.core import analyze, lower
+from compiler.core.hashing import digest, json_text
 from compiler.core.space import PruningSpace, Widths
 
 from .blocks import BlockUse, PlaceCounter, extract
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
 
 def model_key(uses: list[BlockUse]) -> str:
     """Identity of a graph for its end-to-end correction: its blocks, in order, and their places."""
-    text = json.dumps([[u.key, u.places, u.fixed] for u in uses], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(json_text([[u.key, u.places, u.fixed] for u in uses]), length=16)
 
 
 class Predictor:

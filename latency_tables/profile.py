@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
     needed: list[tuple[str, tuple[int, ...]]] = []
     for key, block in blocks.items():
         entry = _entry_for(table, key, block, target.channel_step, grid_points)
-        needed += [(key, p) for p in entry.grid_points() + _probes(entry)]
+        needed += [(key, p) for p in entry.grid_points() + _probes(entry, block.channel_step)]
     todo = [(k, p) for k, p in needed if p not in table.entries[k].points]
     reused = len(needed) - len(todo)
 
@@ -122,12 +123,13 @@ def _entry_for(table: LatencyTable, key: str, block: Block, step: int, points: i
     return entry
 
 
-def _probes(entry: Entry) -> list[tuple[int, ...]]:
-    """Off-step points, one per var, at the middle of the other vars' grids."""
+def _probes(entry: Entry, structure: Sequence[int]) -> list[tuple[int, ...]]:
+    """Off-step points, one per var, at the middle of the other vars' grids; each a count the
+    block's op can have (`structure`: a grouped conv's channels are multiples of its groups)."""
     mid = [g[len(g) // 2] for g in entry.grid]
     out = []
     for i, g in enumerate(entry.grid):
-        v = off_step_probe(g, entry.channel_step)
+        v = off_step_probe(g, entry.channel_step, structure[i])
         if v is not None and len(g) > 1:
             p = list(mid)
             p[i] = v

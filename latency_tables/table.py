@@ -7,7 +7,6 @@ and hand-edited files; loading never guesses.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import torch
 from filelock import FileLock
 
 from compiler.core.atomic import atomic_write_text
+from compiler.core.hashing import digest, json_text
 from compiler.core.rules import ENGINE_FUSES
 from compiler.core.space import PruningSpace, Widths
 
@@ -212,8 +212,7 @@ def fingerprint_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str
 
 
 def _digest(body: dict[str, Any]) -> str:
-    text = json.dumps({k: v for k, v in body.items() if k != "sha256"}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest(json_text({k: v for k, v in body.items() if k != "sha256"}, compact=True), length=None)
 
 
 def load(path: str | os.PathLike) -> LatencyTable:

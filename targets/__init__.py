@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, time_calls
+from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive,
+                   cuda_event_samples, time_calls)
 
 _REGISTRY = {
     "onnxruntime-cpu": ("targets.onnxruntime_cpu", "OnnxRuntimeCPU"),
@@ -35,4 +36,4 @@ def get(name: str, **options: Any) -> Target:
 
 
 __all__ = ["get", "NAMES", "Target", "Artifact", "LatencyStats", "Timing", "TargetError",
-           "TargetUnavailable", "time_calls"]
+           "TargetUnavailable", "time_calls", "adaptive", "cuda_event_samples"]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from compiler.core.errors import BadInputError, LatpruneError
+from compiler.core.lower import as_inputs
 from compiler.core.rules import ENGINE_FUSES
 
 
@@ -69,26 +70,52 @@ class LatencyStats:
         return LatencyStats(float(q50), float(q10), float(q90), float(q75 - q25), int(a.size), rounds)
 
 
-def time_calls(call: Callable[[], Any], timing: Timing = Timing(),
-               clock: Callable[[], float] = time.perf_counter) -> LatencyStats:
-    """Time `call` (a blocking run of the engine) and return its LatencyStats."""
-    for _ in range(timing.warmup):
-        call()
+def adaptive(round_samples: Callable[[], Sequence[float]], timing: Timing = Timing()) -> LatencyStats:
+    """The one timing loop every target shares: rounds of samples (ms) until a round's spread
+    (IQR / median) is within `timing.max_rel_iqr`, at most `max_rounds`; the tightest round wins.
+    How one round samples is the target's: a host clock, TVM's evaluator, CUDA events."""
     best: LatencyStats | None = None
     for r in range(1, timing.max_rounds + 1):
-        samples: list[float] = []
-        start = clock()
-        while len(samples) < timing.min_runs or clock() - start < timing.min_seconds:
-            t0 = clock()
-            call()
-            samples.append((clock() - t0) * 1e3)
-        stats = LatencyStats.from_samples(samples)
+        stats = LatencyStats.from_samples(round_samples())
         if best is None or stats.rel_iqr < best.rel_iqr:
             best = stats
         if best.rel_iqr <= timing.max_rel_iqr:
             break
     assert best is not None
     return dataclasses.replace(best, rounds=r)
+
+
+def cuda_event_samples(launch: Callable[[], Any], stream: Any, timing: Timing) -> list[float]:
+    """One round of GPU times (ms) between CUDA events recorded around each launch on `stream`:
+    no host work inside the interval."""
+    samples: list[float] = []
+    while len(samples) < timing.min_runs or sum(samples) < timing.min_seconds * 1e3:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        launch()
+        end.record(stream)
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return samples
+
+
+def time_calls(call: Callable[[], Any], timing: Timing = Timing(),
+               clock: Callable[[], float] = time.perf_counter) -> LatencyStats:
+    """Time `call` (a blocking run of the engine) on the host clock: at least `min_runs` calls
+    and `min_seconds` per round."""
+    for _ in range(timing.warmup):
+        call()
+
+    def one_round() -> list[float]:
+        samples: list[float] = []
+        start = clock()
+        while len(samples) < timing.min_runs or clock() - start < timing.min_seconds:
+            t0 = clock()
+            call()
+            samples.append((clock() - t0) * 1e3)
+        return samples
+
+    return adaptive(one_round, timing)
 
 
 @dataclass
@@ -126,8 +153,6 @@ def cpu_simd() -> str:
 
 
 def as_numpy(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[np.ndarray, ...]:
-    from compiler.core.lower import as_inputs
-
     return tuple(t.detach().cpu().contiguous().numpy() for t in as_inputs(example_inputs))
 
 

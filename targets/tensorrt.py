@@ -16,7 +16,8 @@ import torch
 from compiler.core.atomic import atomic_path
 from compiler.core.export import onnx_bytes
 
-from .base import Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, as_numpy
+from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive, as_numpy,
+                   cuda_event_samples)
 
 
 def _trt() -> Any:
@@ -117,19 +118,4 @@ class TensorRT(Target):
         stream = torch.cuda.current_stream(self.device)
         for _ in range(timing.warmup):
             self._execute(artifact, stream)
-        best: LatencyStats | None = None
-        for r in range(1, timing.max_rounds + 1):
-            samples: list[float] = []
-            while len(samples) < timing.min_runs or sum(samples) < timing.min_seconds * 1e3:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record(stream)
-                self._execute(artifact, stream)
-                end.record(stream)
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-            stats = LatencyStats.from_samples(samples, rounds=r)
-            best = stats if best is None or stats.rel_iqr < best.rel_iqr else best
-            if best.rel_iqr <= timing.max_rel_iqr:
-                break
-        assert best is not None
-        return best
+        return adaptive(lambda: cuda_event_samples(lambda: self._execute(artifact, stream), stream, timing), timing)

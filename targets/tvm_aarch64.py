@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from compiler.core.atomic import atomic_path
+
 from .base import Artifact, LatencyStats, TargetError, TargetUnavailable, Timing
 from .tvm_llvm import TvmLlvm, _worker_init
 
@@ -54,7 +56,6 @@ class TvmAarch64(TvmLlvm):
                                        initializer=_worker_init())
 
     def export(self, ex: Any, path: Path) -> None:
-        from compiler.core.atomic import atomic_path
 
         with atomic_path(path) as tmp:
             ex.export_library(str(tmp.with_suffix(".so")), fcompile=_cross())

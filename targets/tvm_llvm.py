@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from compiler.core.atomic import atomic_path
+from compiler.core.lower import as_inputs
 
 from . import _fast_inspect
-from .base import (Artifact, LatencyStats, Target, TargetError, Timing, as_numpy, check_threads,
-                   cpu_name, cpu_simd)
+from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive,
+                   as_numpy, check_threads, cpu_name, cpu_simd)
 
 
 def _tvm() -> Any:
@@ -31,7 +32,6 @@ def _tvm() -> Any:
             from tvm import relax  # noqa: F401
             from tvm.s_tir import meta_schedule  # noqa: F401  (parses TVMScript intrinsics on import)
     except ImportError as exc:
-        from .base import TargetUnavailable
         raise TargetUnavailable(f"TVM is not installed ({exc}); pip install 'latprune[tvm]'") from None
     return tvm
 
@@ -119,7 +119,6 @@ class TvmLlvm(Target):
 
     def _prepare(self, models: Sequence[tuple[torch.nn.Module, Sequence[torch.Tensor]]]) -> None:
         import tvm
-        from compiler.core.lower import as_inputs
         from tvm import relax
 
         target = tvm.target.Target(self.target_dict())
@@ -200,7 +199,6 @@ class TvmLlvm(Target):
 
     def _build(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
                out_dir: str | Path | None) -> Artifact:
-        from compiler.core.lower import as_inputs
 
         inputs = as_inputs(example_inputs)
         mod, params = self.lower_relax(model, inputs)
@@ -252,18 +250,10 @@ class TvmLlvm(Target):
         least min_seconds / min_runs each, repeated while the IQR is wide."""
         vm, dev = artifact.handle
         per_repeat_ms = max(1, int(timing.min_seconds * 1000 / max(timing.min_runs, 1)))
-        best: LatencyStats | None = None
         self.run(artifact)  # warm-up (also loads the module on a remote device)
-        for r in range(1, timing.max_rounds + 1):
-            res = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=timing.min_runs,
-                                    min_repeat_ms=per_repeat_ms)("main")
-            stats = LatencyStats.from_samples([t * 1e3 for t in res.results], rounds=r)
-            if best is None or stats.rel_iqr < best.rel_iqr:
-                best = stats
-            if best.rel_iqr <= timing.max_rel_iqr:
-                break
-        assert best is not None
-        return LatencyStats(best.median_ms, best.p10_ms, best.p90_ms, best.iqr_ms, best.runs, r)
+        evaluate = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=timing.min_runs,
+                                     min_repeat_ms=per_repeat_ms)
+        return adaptive(lambda: [t * 1e3 for t in evaluate("main").results], timing)
 
     # ---- RPC ---------------------------------------------------------------------------
     def session(self) -> Any:

@@ -1,19 +1,40 @@
+"""Fixtures shared by the tests, and the markers' skip rules.
+
+Markers (registered in pyproject.toml): `slow` (over ~10 s here: end-to-end builds, profiling,
+CLI subprocesses; the quick tier `pytest -m "not slow and not tvm"` leaves them out), `tvm`,
+`gpu`, `tensorrt` (need those installed or present). A test whose requirement is missing is
+skipped with the reason, which `-ra` prints: nothing skips silently."""
+import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-TINY_MODEL = f"{Path(__file__).parent / 'cli_models.py'}:tiny"  # absolute: tests may run in a scratch folder
-TINY_SHAPE = "1,3,16,16"
+from compiler.cli import main  # noqa: E402
+from helpers import TINY_MODEL, TINY_SHAPE  # noqa: E402
+
+MISSING = {
+    "tvm": None if importlib.util.find_spec("tvm") else
+    "TVM is part of the test extras; install with pip install -e '.[test]'",
+    "gpu": None if torch.cuda.is_available() else "no CUDA GPU on this machine: GPU tests run on a lent GPU machine",
+    "tensorrt": None if importlib.util.find_spec("tensorrt") else
+    "TensorRT is not installed (optional extra 'tensorrt')",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, reason in MISSING.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")
 def tiny_table(tmp_path_factory) -> Path:
     """A coarse onnxruntime-cpu table for cli_models.tiny, profiled once per test session."""
-    from compiler.cli import main
-
     path = tmp_path_factory.mktemp("tiny_table") / "tiny.json"
     assert main(["profile", TINY_MODEL, "--input-shape", TINY_SHAPE, "--out", str(path), "--grid-points", "2",
                  "--variants", "2", "--quiet"]) == 0

@@ -1,5 +1,12 @@
-"""Shared test helpers: realistic BN statistics and the masked-equivalence check."""
+"""Shared test helpers: the CLI as a subprocess, realistic BN statistics, the masked-equivalence
+check. Tests import from here (and from the model modules nets.py and cli_models.py), never
+from each other; fixtures live in conftest.py."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,6 +15,21 @@ import torch.nn as nn
 import compiler
 
 TOL = 1e-4  # relative to the output scale; a slicing bug gives O(1)
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = f"{Path(__file__).parent / 'cli_models.py'}:tiny"  # absolute: tests may run in a scratch folder
+TINY_SHAPE = "1,3,16,16"
+
+
+def latprune(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the CLI as a user does, in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def latprune_async(*args: str) -> subprocess.Popen:
+    """The CLI started in the background (concurrent builds, interruption)."""
+    return subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:

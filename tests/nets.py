@@ -231,3 +231,22 @@ NETS = {
     "shared_and_param": (SharedAndParam, (2, 3, 16, 16)),
     "unsupported": (Unsupported, (2, 3, 16, 16)),
 }
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8)
+        self.gate = Gate()
+        self.b = cbr(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.b(self.gate(self.a(x))).mean((2, 3)))
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace this
+            return x
+        return -x

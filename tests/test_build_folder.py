@@ -4,9 +4,6 @@ away, a damaged report rebuilds; and compile() takes plain batches as the README
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +16,7 @@ import latency_tables
 import targets
 from cli_models import tiny
 from compiler.pipeline import OUT_MARKER
-from conftest import TINY_MODEL, TINY_SHAPE
-from test_cli import ROOT
+from helpers import TINY_MODEL, TINY_SHAPE, latprune_async
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +25,6 @@ def data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "d.npz"
     np.savez(path, x=rng.standard_normal((96, 3, 16, 16)).astype(np.float32), y=rng.integers(0, 10, 96))
     return path
-
-
-def cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 # The folder tests check ownership, locking and staging, not latency: their budgets sit just under
@@ -56,8 +47,8 @@ def complete(out: Path) -> bool:
 
 def test_two_builds_into_one_out_queue_and_leave_a_complete_build(data, tiny_table, tmp_path) -> None:
     out = tmp_path / "build"
-    a = cli(*build_args(data, tiny_table, out, "--budget", LOOSER))
-    b = cli(*build_args(data, tiny_table, out, "--budget", LOOSE))
+    a = latprune_async(*build_args(data, tiny_table, out, "--budget", LOOSER))
+    b = latprune_async(*build_args(data, tiny_table, out, "--budget", LOOSE))
     for p in (a, b):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
@@ -76,11 +67,11 @@ def test_no_wait_fails_fast_while_another_build_holds_out(data, tiny_table, tmp_
     held = FileLock(str(tmp_path / ".build.lock"))
     held.acquire()
     try:
-        r = cli(*build_args(data, tiny_table, out, "--budget", LOOSE, "--no-wait"))
+        r = latprune_async(*build_args(data, tiny_table, out, "--budget", LOOSE, "--no-wait"))
         _, err = r.communicate(timeout=300)
         assert r.returncode == 5 and "another latprune build is writing" in err and "Traceback" not in err, err
         assert not out.exists()
-        queued = cli(*build_args(data, tiny_table, out, "--budget", LOOSE))
+        queued = latprune_async(*build_args(data, tiny_table, out, "--budget", LOOSE))
         time.sleep(8)
         assert queued.poll() is None and not out.exists()  # waiting on the lock, not building over it
     finally:
@@ -97,7 +88,7 @@ def test_out_ownership_and_stale_staging(data, tiny_table, tmp_path) -> None:
     kw = dict(table=str(tiny_table), calib_data=d, max_evaluations=2, progress=False, verify_engines=False)
     empty = tmp_path / "empty"
     empty.mkdir()
-    stale = tmp_path / f".empty.staging-killed"
+    stale = tmp_path / ".empty.staging-killed"
     stale.mkdir()
     (stale / OUT_MARKER).write_text("{}")
     (stale / "half.onnx").write_text("")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler.cli import main
-from conftest import TINY_MODEL as TINY
-from conftest import TINY_SHAPE as SHAPE
+from helpers import TINY_MODEL as TINY
+from helpers import TINY_SHAPE as SHAPE
 
 MODELS = Path(TINY.rpartition(":")[0])
 

@@ -41,14 +41,19 @@ def test_profile_measures_every_block_and_fits_a_correction(profiled) -> None:
     assert latency_tables.load(path).summary()["points"] == table.summary()["points"]
 
 
-def test_prediction_of_the_unpruned_model_is_close_to_its_measurement(profiled) -> None:
+def test_prediction_of_a_width_the_correction_never_saw_is_close_to_its_measurement(profiled) -> None:
+    """The unpruned model and the random variants were fitted on; uniform half width was not."""
     table, _, x, tgt = profiled
     model = tiny()
-    measured = tgt.measure(tgt.build(model, x), QUICK_MODEL).median_ms
-    predicted = table.predict(model, x)
+    gm = compiler.lower(model, x)
+    space = compiler.analyze(gm, channel_step=tgt.channel_step)
+    half = space.uniform_widths(0.5)
+    features = table.predictor(model, x).features(half).round(6).tolist()
+    assert all(v["features"] != features for m in table.models.values() for v in m["variants"])
+    measured = tgt.measure(tgt.build(compiler.rewrite(gm, space, half, example_inputs=x), x), QUICK_MODEL).median_ms
+    predicted = table.predict(model, x, half)
     assert abs(predicted - measured) / measured < 0.3, (predicted, measured)
-    space = compiler.analyze(compiler.lower(model, x))
-    assert table.predict(model, x, space.uniform_widths(0.25)) < predicted  # fewer channels, less time
+    assert table.predict(model, x, space.uniform_widths(0.25)) < table.predict(model, x)  # fewer channels, less time
 
 
 def test_resumed_profile_reuses_every_point(profiled) -> None:
@@ -115,3 +120,31 @@ def test_exported_program_raises_back_to_modules(tmp_path) -> None:
         torch.testing.assert_close(raised(x), model(x))
     assert compiler.analyze(compiler.lower(raised, x)).summary() == \
         compiler.analyze(compiler.lower(model, x)).summary()
+
+
+def grouped_net() -> torch.nn.Module:
+    """ResNeXt-style: a grouped 3x3 conv with group width 16 (6 groups of 96 channels)."""
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 96, 3, padding=1, bias=False), nn.BatchNorm2d(96), nn.ReLU(),
+                         nn.Conv2d(96, 96, 3, padding=1, groups=6, bias=False), nn.BatchNorm2d(96), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 10)).eval()
+
+
+def test_grouped_convs_profile_on_counts_their_groups_allow(tmp_path) -> None:
+    """Grid points and off-step probes of a grouped conv are multiples of its group count (a
+    probe at 88 channels for 6 groups used to crash the profile with 'in_channels must be
+    divisible by groups'), and the table predicts the net's pruned variants."""
+    model, x = grouped_net(), torch.randn(1, 3, 16, 16)
+    tgt = targets.get("onnxruntime-cpu", threads=1)
+    table = latency_tables.profile(model, x, tgt, out=tmp_path / "g.json", grid_points=3, variants=2,
+                                   progress=False, block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
+    grouped = [(k, e) for k, e in table.entries.items() if '"groups":6' in k]
+    assert grouped, list(table.entries)
+    for _, e in grouped:
+        counts = {v for point in e.points for v in point}
+        assert all(c % 6 == 0 for c in counts), counts
+        assert any(c % tgt.channel_step for c in counts)  # an off-step probe was measured
+    gm = compiler.lower(model, x)
+    space = compiler.analyze(gm, channel_step=tgt.channel_step)
+    widths = space.uniform_widths(0.5)
+    assert 0 < table.predict(model, x, widths) < table.predict(model, x)

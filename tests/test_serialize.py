@@ -1,7 +1,6 @@
 """A pruned architecture is data: save, reload without the model code, refuse bad files."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -62,7 +61,7 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
 
 
 def test_save_refuses_a_model_that_needs_its_code(tmp_path):
-    from test_errors import DataDependent, Gate
+    from nets import DataDependent, Gate
     pruned = compiler.prune(DataDependent().eval(), torch.randn(1, 3, 8, 8), None, leaf_modules=[Gate])
     with pytest.raises(compiler.ArtifactError, match="not a torch.nn module"):
         compiler.save(pruned, tmp_path / "m.lpt")

@@ -2,7 +2,6 @@
 127.0.0.1, an aarch64 cross-compiled library, and TensorRT where a GPU allows."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 
@@ -71,8 +70,6 @@ def test_timing_re_measures_when_noisy() -> None:
     assert steady.rounds == 1 and steady.median_ms == pytest.approx(2.0)
 
 
-needs_tvm = pytest.mark.skipif(importlib.util.find_spec("tvm") is None,
-                               reason="TVM is part of the test extras; install with pip install -e '.[test]'")
 
 
 def free_port() -> int:
@@ -86,7 +83,7 @@ def ports() -> dict[str, int]:
     return {"port": p, "port_end": p + 50}
 
 
-@needs_tvm
+@pytest.mark.tvm
 def test_tvm_llvm_untuned_build_matches_torch(tmp_path) -> None:
     model, x = small_net(), torch.randn(1, 3, 16, 16)
     tgt = targets.get("tvm-llvm", threads=1, trials=0, work_dir=tmp_path / "db")
@@ -97,7 +94,7 @@ def test_tvm_llvm_untuned_build_matches_torch(tmp_path) -> None:
     assert tgt.fingerprint()["mcpu"] not in ("", "generic")
 
 
-@needs_tvm
+@pytest.mark.tvm
 def test_tvm_rpc_round_trip_on_loopback_server_and_tracker(tmp_path) -> None:
     from tvm import rpc
     from tvm.rpc.tracker import Tracker
@@ -126,14 +123,14 @@ def test_tvm_rpc_round_trip_on_loopback_server_and_tracker(tmp_path) -> None:
         tracker.terminate()
 
 
-@needs_tvm
+@pytest.mark.tvm
 def test_tvm_rpc_unreachable_server_is_a_clear_error(tmp_path) -> None:
     tgt = targets.get("tvm-llvm", trials=0, rpc=f"127.0.0.1:{free_port()}", work_dir=tmp_path)
     with pytest.raises(targets.TargetError, match="cannot reach the TVM RPC server"):
         tgt.build(small_net(), torch.randn(1, 3, 8, 8))
 
 
-@needs_tvm
+@pytest.mark.tvm
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
                     reason="needs gcc-aarch64-linux-gnu (CI installs it with apt-get)")
 def test_tvm_aarch64_artifact_is_an_arm_elf(tmp_path) -> None:
@@ -148,10 +145,9 @@ def test_tvm_aarch64_artifact_is_an_arm_elf(tmp_path) -> None:
         targets.get("tvm-aarch64", trials=8)  # tuning needs the device
 
 
+@pytest.mark.gpu
+@pytest.mark.tensorrt
 def test_tensorrt_target_on_a_gpu(tmp_path) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU on this machine: the TensorRT target is verified on a lent GPU machine")
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (optional extra 'tensorrt')")
     model, x = small_net(), torch.randn(1, 3, 16, 16)
     tgt = targets.get("tensorrt", precision="fp32")
     art = tgt.build(model, x, out_dir=tmp_path)
@@ -159,7 +155,7 @@ def test_tensorrt_target_on_a_gpu(tmp_path) -> None:
     assert tgt.measure(art, QUICK).median_ms > 0 and (tmp_path / "model.plan").exists()
 
 
-@needs_tvm
+@pytest.mark.tvm
 def test_tvm_tuning_fills_the_database_and_rebuilds_reuse_it(tmp_path) -> None:
     """A couple of meta-schedule trials per task; the second build of the same model tunes
     nothing and takes its schedules from the database (as the final engine build does)."""

@@ -15,16 +15,18 @@ from .space import PruningSpace, Widths
 
 
 def keep_mask(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
-              importance: str | Criterion = "l1") -> np.ndarray:
-    """Which units survive `widths` under `importance`: the plan the rewrite applies."""
+              importance: str | Criterion | np.ndarray = "l1") -> np.ndarray:
+    """Which units survive `widths` under `importance` (a criterion's name, a callable, or unit
+    scores a caller already computed): the plan the rewrite applies."""
     resolved = space.resolve(widths)
     if resolved == space.full_widths():
         return np.ones(space.total_units, dtype=bool)
-    return select(space, resolved, scores(gm, space, importance))
+    unit_scores = importance if isinstance(importance, np.ndarray) else scores(gm, space, importance)
+    return select(space, resolved, unit_scores)
 
 
 def rewrite(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
-            importance: str | Criterion = "l1",
+            importance: str | Criterion | np.ndarray = "l1",
             example_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None) -> fx.GraphModule:
     """Prune an already lowered and analysed graph; the result remembers its space and widths."""
     resolved = space.resolve(widths)

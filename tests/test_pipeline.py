@@ -1,0 +1,108 @@
+"""The compile pipeline as passes over one build context: each thing computed once, every pass
+timed, an optional masked-equivalence check after the rewrite, a dump of the graph and space
+after each pass, and options as one dataclass."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import compiler
+import latency_tables
+import targets
+from cli_models import tiny
+from compiler import pipeline
+from compiler.core import rules
+
+
+def _batches() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(16, 3, 16, 16, generator=g) for _ in range(3)]
+
+
+def _score(model: torch.nn.Module) -> float:
+    """A metric that depends on the model, so candidates differ."""
+    with torch.no_grad():
+        return float(model(torch.ones(1, 3, 16, 16)).abs().mean())
+
+
+@pytest.fixture
+def target():
+    t = targets.get("onnxruntime-cpu", threads=1)
+    yield t
+    t.close()
+
+
+def test_the_documented_call_with_plain_batches_and_a_function(tiny_table, target, tmp_path) -> None:
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, budget="0.99x", calib_data=_batches(),
+                           eval_fn=_score, table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3,
+                           verify_engines=False, progress=False)
+    assert res.report["status"] == "unverified" and (tmp_path / "out" / "report.json").is_file()
+    assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_each_analysis_runs_once_and_every_pass_is_timed(tiny_table, target, tmp_path, monkeypatch) -> None:
+    calls = {"lower": 0, "analyze": 0, "scores": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    for module in (pipeline, latency_tables.predict):
+        monkeypatch.setattr(module, "lower", counted("lower", module.lower))
+        monkeypatch.setattr(module, "analyze", counted("analyze", module.analyze))
+    monkeypatch.setattr(pipeline, "scores", counted("scores", pipeline.scores))
+    opts = compiler.CompileOptions(out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False, progress=False,
+                                   check=True)
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.99x", calib_data=_batches(), eval_fn=_score,
+                           table=str(tiny_table), options=opts)
+    assert calls == {"lower": 1, "analyze": 1, "scores": 1}
+    seconds = res.report["seconds"]
+    assert [p for p in res.report["passes"]] == [name for name, _ in pipeline.TARGET_PASSES]
+    assert all(seconds[f"onnxruntime-cpu/{p}"] >= 0 for p in res.report["passes"])
+    assert seconds["total"] >= sum(v for k, v in seconds.items() if k != "total") * 0.99
+
+
+def test_check_pass_catches_a_rewrite_that_slices_the_wrong_channels(tiny_table, target, tmp_path,
+                                                                     monkeypatch) -> None:
+    """A planted bug (every slice keeps the first k channels, not the chosen ones) still gives a
+    model that runs; only the masked-equivalence check notices."""
+    monkeypatch.setattr(rules, "take", lambda t, dim, mask: t.narrow(dim, 0, int(mask.sum())))
+    kw = dict(calib_data=_batches(), eval_fn=_score, table=str(tiny_table), max_evaluations=3, verify_engines=False,
+              progress=False, importance="l2")
+    compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", out_dir=tmp_path / "a", **kw)  # unchecked
+    with pytest.raises(rules.RewriteError, match="masked original"):
+        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", out_dir=tmp_path / "b", check=True, **kw)
+    assert not (tmp_path / "b").exists()
+
+
+def test_dump_dir_holds_the_graph_and_space_after_each_pass(tiny_table, target, tmp_path) -> None:
+    dump = tmp_path / "dump"
+    compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=_batches(), eval_fn=_score,
+                     table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
+                     progress=False, dump_dir=dump)
+    names = sorted(p.name for p in (dump / "onnxruntime-cpu").iterdir())
+    passes = [name for name, _ in pipeline.TARGET_PASSES]
+    assert [n.split("-", 1)[1][:-3] for n in names if n.endswith(".py")] == passes
+    after_analyze = json.loads((dump / "onnxruntime-cpu" / f"{passes.index('analyze'):02d}-analyze.space.json").read_text())
+    assert after_analyze["summary"]["prunable_groups"] >= 1
+    first, last = (dump / "onnxruntime-cpu" / names[0]).read_text(), (dump / "onnxruntime-cpu" / "10-report.py").read_text()
+    assert first != last  # the dump after the rewrite shows the pruned graph
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("keep")
+    with pytest.raises(compiler.BadInputError, match="did not write"):
+        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=_batches(), eval_fn=_score,
+                         table=str(tiny_table), out_dir=tmp_path / "out2", dump_dir=tmp_path / "theirs")
+
+
+def test_options_are_one_dataclass_and_unknown_ones_are_named() -> None:
+    with pytest.raises(compiler.BadInputError, match="unknown option.*max_evals"):
+        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), None, calib_data=_batches(), eval_fn=_score, max_evals=3)
+    with pytest.raises(compiler.BadInputError, match="tolerance"):
+        compiler.CompileOptions(tolerance=float("nan")).validate()
+    assert "progress" not in compiler.CompileOptions().keyed() and "seed" in compiler.CompileOptions().keyed()
+    assert compiler.CompileOptions(strategy="random").search(16) == compiler.SearchOptions(
+        strategy="random", channel_step=16, max_evaluations=60)
