@@ -49,6 +49,15 @@ def _number(kind: type, low: float, strict: bool = False) -> Any:
 POSITIVE_INT, COUNT, NONNEG = _number(int, 1), _number(int, 0), _number(float, 0.0)
 
 
+def _margin(text: str) -> float | str:
+    if text == "auto":
+        return text
+    value = NONNEG(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be 'auto' or a share below 1, e.g. 0.05")
+    return value
+
+
 def _version() -> str:
     try:
         return version("latprune")
@@ -171,6 +180,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         options = CompileOptions(
             out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
             max_evaluations=args.evaluations, seed=args.seed, tolerance=args.tolerance, force=args.force,
+            safety_margin=args.safety_margin, confirm=args.confirm,
             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
             shipped_tables=not args.no_shipped_tables, memory_limit=args.memory_limit, progress=not args.quiet,
             wait=not args.no_wait, check=args.check, dump_dir=args.dump_dir)
@@ -203,7 +213,9 @@ def summary(rep: dict[str, Any], out: Path) -> str:
     for name, t in rep["targets"].items():
         v, acc = t["verify"], t["accuracy"]
         measured = "not measured (--no-verify)" if "skipped" in v else f"measured {v['measured_ms']:.4g} ms"
-        lines.append(f"{name}: budget {t['budget']} = {t['budget_ms']:.4g} ms; predicted {t['predicted_ms']:.4g} ms, "
+        margin = f" (searched under {t['search_limit_ms']:.4g} ms: {t['safety_margin']:.1%} safety margin)" \
+            if t.get("safety_margin") else ""
+        lines.append(f"{name}: budget {t['budget']} = {t['budget_ms']:.4g} ms{margin}; predicted {t['predicted_ms']:.4g} ms, "
                      f"{measured}; params {t['params']['pruned']:,}/{t['params']['original']:,}; accuracy "
                      f"{acc['original']:.4f} -> {acc['adabn']:.4f} (AdaBN)"
                      + (f" -> {acc['finetuned']:.4f} (fine-tuned)" if acc["finetuned"] is not None else ""))
@@ -284,6 +296,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"])
     p.add_argument("--evaluations", type=POSITIVE_INT, default=60, help="candidates the search evaluates")
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
+    p.add_argument("--confirm", type=COUNT, default=3, metavar="N",
+                   help="build and time up to N of the best candidates on the device before keeping one (default 3)")
+    p.add_argument("--safety-margin", type=_margin, default="auto", metavar="auto|SHARE",
+                   help="keep predictions this share under the budget (default auto: the table's own "
+                        "validation error for the model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depfile", type=Path, help="write a Make/Ninja depfile for out/report.json")
     p.add_argument("--dump-dir", type=Path, help="write the graph and pruning space after every pass here")

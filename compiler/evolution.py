@@ -50,6 +50,8 @@ class BudgetResult:
     latency_ms: float
     score: float
     uniform: Candidate | None = None  # uniform width scaling under the same budget: what the search must beat
+    limit_ms: float | None = None  # what the search held predictions to: the budget less the safety margin
+    margin: float = 0.0  # the safety margin used (a share of the prediction)
 
 
 @dataclass
@@ -286,8 +288,12 @@ class SearchOptions:
     seed: int = 0
     force: bool = False
     progress: bool = True
+    safety_margin: float | str = "auto"
 
     def validate(self) -> None:
+        m = self.safety_margin
+        if not (m == "auto" or (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 1)):
+            raise BadInputError(f"safety_margin must be 'auto' or a share in [0, 1), got {m!r}")
         if self.strategy not in STRATEGIES:
             raise BadInputError(f"unknown search strategy {self.strategy!r}; choose one of {STRATEGIES}")
         if self.max_evaluations < 1 or self.adabn_batches < 1:
@@ -298,6 +304,15 @@ class SearchOptions:
         if self.iterations is None:
             return self.max_evaluations
         return min(self.max_evaluations, self.population * (self.iterations + 1))
+
+
+def _margin(setting: float | str, predictor: Callable[[Widths | None], float]) -> float:
+    """The share a prediction may be low by. 'auto': the table's own validation error for this
+    model (largest leave-one-out error of its end-to-end correction), 0 where it has none."""
+    if setting != "auto":
+        return float(setting)
+    error = getattr(predictor, "error_pct", lambda: None)()
+    return error / 100 if error is not None else 0.0
 
 
 def with_overrides(options: Any, overrides: dict[str, Any]) -> Any:
@@ -346,9 +361,11 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
     floor_ms = predictor(genes.widths(np.zeros(len(genes.groups), dtype=int)))
     labelled = [(b.label, b.ms(full_ms)) for b in parsed]
     check_feasible(dict(labelled), floor_ms, where)
+    margin = _margin(opt.safety_margin, predictor)
+    limits = [(label, max(ms / (1 + margin), floor_ms)) for label, ms in labelled]
     rng = np.random.default_rng(opt.seed)
     deadline = time.monotonic() + opt.time_budget_s if opt.time_budget_s else None
-    s = _Search(genes, predictor, evaluator, labelled, rng, opt.evaluations(), deadline, opt.progress)
+    s = _Search(genes, predictor, evaluator, limits, rng, opt.evaluations(), deadline, opt.progress)
     try:
         if opt.strategy == "evolution":
             s.evolve(opt.population, opt.parents, opt.mutation_prob, opt.band)
@@ -363,7 +380,7 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
         raise BadInputError(f"the search found no candidate under budget {missing} within {len(s.archive)} "
                             "evaluations; allow more evaluations or a looser budget")
     results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].score,
-                            s.uniform_baseline(ms)) for label, ms in labelled]
+                            s.uniform_baseline(limit), limit, margin) for (label, ms), (_, limit) in zip(labelled, limits)]
     stats = {"strategy": opt.strategy, "seed": opt.seed, "channel_step": opt.channel_step,
              "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
              "search_seconds": round(time.perf_counter() - t0, 3), **evaluator.stats()}

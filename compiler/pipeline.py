@@ -20,7 +20,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,7 +54,7 @@ from .dataspec import Data, check_labels
 from .distill import finetune
 from .emit import emit, verify
 from .evaluate import EvalFn, Evaluator, materialize, score_of, top1
-from .evolution import SearchOptions, SearchResult, run_search, with_overrides
+from .evolution import Candidate, SearchOptions, SearchResult, run_search, with_overrides
 from .report import render
 
 REPORT_SCHEMA = "latprune.report/1"
@@ -70,7 +70,10 @@ class CompileOptions:
     re-estimate BN statistics per candidate (fewer for big models). `shipped_tables=False`
     profiles afresh instead of starting from a shipped table measured on this very device.
     `memory_limit` ('auto', a size such as '16G', or None) refuses a build whose estimated
-    footprint would not fit. `out_dir` is replaced only when latprune built it (or it is
+    footprint would not fit. `safety_margin` keeps predictions that much under the budget ('auto':
+    the table's own validation error for the model, 0 without one). With a device attached, up to
+    `confirm` of the best candidates are built and timed before one is kept (see _confirm_pass).
+    `out_dir` is replaced only when latprune built it (or it is
     empty); concurrent builds into it queue on a lock (`wait=False`: BusyError at once).
     `check` asserts after the rewrite that the pruned model equals the masked original (on in
     tests); `dump_dir` receives the graph and pruning space after every pass."""
@@ -88,6 +91,8 @@ class CompileOptions:
     adabn_batches: int = 8
     shipped_tables: bool = True
     memory_limit: str | int | None = "auto"
+    safety_margin: float | str = "auto"
+    confirm: int = 3
     progress: bool = True
     wait: bool = True
     check: bool = False
@@ -108,7 +113,7 @@ class CompileOptions:
     def search(self, channel_step: int | None = None) -> SearchOptions:
         return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.importance,
                              max_evaluations=self.max_evaluations, adabn_batches=self.adabn_batches, seed=self.seed,
-                             force=self.force, progress=self.progress)
+                             force=self.force, progress=self.progress, safety_margin=self.safety_margin)
 
 
 @dataclass
@@ -246,6 +251,7 @@ class BuildContext:
     artifact: Artifact | None = None
     files: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    confirmed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], target: Target | Sequence[Target],
@@ -366,7 +372,7 @@ def _evaluate_original(ctx: BuildContext) -> None:
 
 def _table_pass(ctx: BuildContext) -> None:
     o = ctx.options
-    ctx.pruned, ctx.space, ctx.unit_scores = None, None, None
+    ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed = None, None, None, []
     ctx.table, ctx.table_path = _table_for(ctx.model, ctx.inputs, ctx.target, ctx.cache, ctx.table_given, o.force,
                                            o.shipped_tables, o.progress)
 
@@ -388,6 +394,39 @@ def _search_pass(ctx: BuildContext) -> None:
     where = f"{ctx.table.fingerprint.get('target')} ({ctx.table.fingerprint.get('device')})"
     ctx.result = run_search(ctx.space, evaluator, predictor, [ctx.spec], o.search(tgt.channel_step), where)
     _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result)
+    best = ctx.result.best
+    if o.safety_margin == "auto" and predictor.error_pct() is None:
+        _warn(ctx.report, f"{tgt.name}: the latency table has no measured variants of this model, so no safety "
+                          "margin could be set from its error; profile the model (`latprune profile`) or give "
+                          "--safety-margin")
+    if best.margin > 0 and best.limit_ms <= ctx.result.floor_ms:
+        _warn(ctx.report, f"{tgt.name}: budget {ctx.spec.label} less the safety margin ({best.margin:.1%}) is "
+                          "below the smallest reachable latency; searched at the floor, so the engine may miss "
+                          "the budget")
+
+
+def _confirm_pass(ctx: BuildContext) -> None:
+    """The device has the last word. A search keeps the candidates the table predicts fastest
+    for their score, so its pick leans toward ones the table under-predicts. With a device
+    attached, the best candidates under the search's limit (by score) are built and timed in
+    turn, and the first whose measured latency is within budget + tolerance is kept; if none
+    is, the fastest measured one goes on and verification reports the miss."""
+    o, tgt, best = ctx.options, ctx.target, ctx.result.best
+    if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
+        return
+    pool = sorted((c for c in ctx.result.archive if c.latency_ms <= best.limit_ms),
+                  key=lambda c: (-c.score, c.latency_ms))[:o.confirm]
+    tried: list[tuple[Candidate, float]] = []
+    for c in pool:
+        pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
+        tried.append((c, tgt.measure(tgt.build(pruned, ctx.inputs), MODEL_TIMING).median_ms))
+        if tried[-1][1] <= best.budget_ms * (1 + o.tolerance):
+            break
+    chosen, _ = next(((c, ms) for c, ms in tried if ms <= best.budget_ms * (1 + o.tolerance)),
+                     min(tried, key=lambda t: t[1]))
+    ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.score)
+    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": ms, "score": c.score, "kept": c is chosen}
+                     for c, ms in tried]
 
 
 def _rewrite_pass(ctx: BuildContext) -> None:
@@ -440,6 +479,7 @@ def _report_pass(ctx: BuildContext) -> None:
     ctx.report["targets"][tgt.name] = {
         "fingerprint": tgt.fingerprint(), "table": ctx.table_path, "budget": ctx.spec.label, "budget_ms": best.budget_ms,
         "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": ctx.verification,
+        "safety_margin": best.margin, "search_limit_ms": best.limit_ms, "confirmed": ctx.confirmed,
         "accuracy": ctx.accuracy, "widths": best.widths,
         "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
                     "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order
@@ -458,8 +498,8 @@ def _report_pass(ctx: BuildContext) -> None:
 CHECK_TOLERANCE = 1e-4  # relative to the output's scale; a slicing bug gives O(1)
 TARGET_PASSES: list[tuple[str, Callable[[BuildContext], None]]] = [
     ("table", _table_pass), ("analyze", _analyze_pass), ("importance", _importance_pass), ("search", _search_pass),
-    ("rewrite", _rewrite_pass), ("check", _check_pass), ("adabn", _adabn_pass), ("finetune", _finetune_pass),
-    ("emit", _emit_pass), ("verify", _verify_pass), ("report", _report_pass)]
+    ("confirm", _confirm_pass), ("rewrite", _rewrite_pass), ("check", _check_pass), ("adabn", _adabn_pass),
+    ("finetune", _finetune_pass), ("emit", _emit_pass), ("verify", _verify_pass), ("report", _report_pass)]
 
 
 def _classes(gm: fx.GraphModule) -> int | None:

@@ -49,6 +49,7 @@ class Predictor:
         self.corrected = corr is not None
         self.coef = np.array(corr["coef"] if corr else [1.0, 0.0, 0.0], dtype=np.float64)
         self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
+        self.channel_step = table.channel_step
 
     def _values(self, widths: Widths | None) -> list[list[int]]:
         counts = self.counter.counts(self.counter.vector(self.space.resolve(widths)))
@@ -70,6 +71,18 @@ class Predictor:
         Isolated blocks run with their weights in cache; a whole graph streams them from memory."""
         mb = sum(u.weights(v) for u, v in zip(self.uses, self._values(widths))) * 4 / 2**20
         return np.array([float(np.sum(self.blocks_ms(widths))), mb, 1.0])
+
+    def error_pct(self, widths: Widths | None = None) -> float | None:
+        """How far off a prediction for these widths may be, in %: the largest leave-one-out error
+        of this model's end-to-end correction (its variants are on the channel step). None where
+        the table has no evidence: no measured variants of this model, or a width off the step
+        (engines change kernels and insert layout reorders there; see README, Latency tables)."""
+        if self.fit_error_pct is None or not self.corrected:
+            return None
+        resolved = self.space.resolve(widths)
+        if any(w % self.channel_step and w != g.size for g in self.space.groups if (w := resolved[g.id]) is not None):
+            return None
+        return float(self.fit_error_pct["loo_max_abs"])
 
     def __call__(self, widths: Widths | None = None) -> float:
         return float(self.features(widths) @ self.coef)

@@ -201,9 +201,12 @@ class LatencyTable:
             self.check_target(fingerprint, force)
         return Predictor(self, model, example_inputs, space)
 
-    def predict(self, model: torch.nn.Module, example_inputs: Any, widths: Widths | None = None) -> float:
-        """Predicted end-to-end latency in ms of `model` pruned to `widths`."""
-        return self.predictor(model, example_inputs)(widths)
+    def predict(self, model: torch.nn.Module, example_inputs: Any, widths: Widths | None = None,
+                with_error: bool = False) -> float | tuple[float, float | None]:
+        """Predicted end-to-end latency in ms of `model` pruned to `widths`; with `with_error`,
+        (ms, expected error in % or None where the table has no evidence for these widths)."""
+        pred = self.predictor(model, example_inputs)
+        return (pred(widths), pred.error_pct(widths)) if with_error else pred(widths)
 
 
 def fingerprint_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:

@@ -18,6 +18,8 @@ from cli_models import tiny
 from compiler.pipeline import OUT_MARKER
 from helpers import TINY_MODEL, TINY_SHAPE, latprune_async
 
+pytestmark = pytest.mark.slow  # CLI subprocesses and end-to-end builds: the quick tier leaves them out
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:

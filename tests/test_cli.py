@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from helpers import ROOT, latprune
+
+pytestmark = pytest.mark.slow  # CLI subprocesses and end-to-end builds: the quick tier leaves them out
 
 TINY = "tests/cli_models.py:tiny"
 

@@ -19,6 +19,8 @@ from compiler.cli import main
 from helpers import TINY_MODEL as TINY
 from helpers import TINY_SHAPE as SHAPE
 
+pytestmark = pytest.mark.slow  # CLI subprocesses and end-to-end builds: the quick tier leaves them out
+
 MODELS = Path(TINY.rpartition(":")[0])
 
 

@@ -3,6 +3,7 @@ timed, an optional masked-equivalence check after the rewrite, a dump of the gra
 after each pass, and options as one dataclass."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -70,7 +71,9 @@ def test_check_pass_catches_a_rewrite_that_slices_the_wrong_channels(tiny_table,
                                                                      monkeypatch) -> None:
     """A planted bug (every slice keeps the first k channels, not the chosen ones) still gives a
     model that runs; only the masked-equivalence check notices."""
-    monkeypatch.setattr(rules, "take", lambda t, dim, mask: t.narrow(dim, 0, int(mask.sum())))
+    first_k = lambda t, dim, mask: t.narrow(dim, 0, int(mask.sum()))  # noqa: E731
+    for module in (rules.weighted, rules.channelwise):
+        monkeypatch.setattr(module, "take", first_k)
     kw = dict(calib_data=_batches(), eval_fn=_score, table=str(tiny_table), max_evaluations=3, verify_engines=False,
               progress=False, importance="l2")
     compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", out_dir=tmp_path / "a", **kw)  # unchecked
@@ -89,7 +92,8 @@ def test_dump_dir_holds_the_graph_and_space_after_each_pass(tiny_table, target, 
     assert [n.split("-", 1)[1][:-3] for n in names if n.endswith(".py")] == passes
     after_analyze = json.loads((dump / "onnxruntime-cpu" / f"{passes.index('analyze'):02d}-analyze.space.json").read_text())
     assert after_analyze["summary"]["prunable_groups"] >= 1
-    first, last = (dump / "onnxruntime-cpu" / names[0]).read_text(), (dump / "onnxruntime-cpu" / "10-report.py").read_text()
+    first = (dump / "onnxruntime-cpu" / names[0]).read_text()
+    last = (dump / "onnxruntime-cpu" / f"{len(passes) - 1:02d}-report.py").read_text()
     assert first != last  # the dump after the rewrite shows the pruned graph
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "notes.txt").write_text("keep")
@@ -106,3 +110,25 @@ def test_options_are_one_dataclass_and_unknown_ones_are_named() -> None:
     assert "progress" not in compiler.CompileOptions().keyed() and "seed" in compiler.CompileOptions().keyed()
     assert compiler.CompileOptions(strategy="random").search(16) == compiler.SearchOptions(
         strategy="random", channel_step=16, max_evaluations=60)
+
+
+def test_confirm_keeps_the_best_candidate_that_measures_within_budget(tiny_table, target, tmp_path,
+                                                                      monkeypatch) -> None:
+    """The device has the last word: the search's best is made to measure 100x slow, so the
+    confirm pass times the next best and keeps it; the report lists what was tried."""
+    real, seen = target.measure, []
+
+    def measure(artifact, timing=targets.Timing()):
+        stats = real(artifact, timing)
+        seen.append(stats.median_ms)
+        return dataclasses.replace(stats, median_ms=stats.median_ms * 100) if len(seen) == 1 else stats
+
+    monkeypatch.setattr(target, "measure", measure)
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.99x", calib_data=_batches(), eval_fn=_score,
+                           table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=4, progress=False,
+                           safety_margin=0.0, confirm=3, tolerance=1.0)
+    t = res.report["targets"]["onnxruntime-cpu"]
+    tried = t["confirmed"]
+    assert len(tried) >= 2 and not tried[0]["kept"] and tried[1]["kept"], tried
+    assert tried[0]["score"] >= tried[1]["score"] == pytest.approx(t["accuracy"]["adabn"])
+    assert res.report["status"] == "ok" and t["predicted_ms"] == tried[1]["predicted_ms"]

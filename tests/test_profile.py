@@ -1,6 +1,7 @@
 """Profiling on the real embedded target (ONNX Runtime), prediction, and the block view of a graph."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -25,7 +26,7 @@ def profiled(tmp_path_factory):
     x = torch.randn(1, 3, 16, 16)
     tgt = targets.get("onnxruntime-cpu", threads=1)
     path = tmp_path_factory.mktemp("tables") / "ort.json"
-    table = latency_tables.profile(tiny(), x, tgt, out=path, grid_points=3, variants=4, progress=False,
+    table = latency_tables.profile(tiny(), x, tgt, out=path, grid_points=3, variants=2, progress=False,
                                    block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
     return table, path, x, tgt
 
@@ -36,29 +37,32 @@ def test_profile_measures_every_block_and_fits_a_correction(profiled) -> None:
     assert all(not e.missing() for e in table.entries.values())
     assert len(table.entries) >= 3  # two conv blocks (conv+BN+ReLU fused), pool, linear
     model = next(iter(table.models.values()))
-    assert len(model["variants"]) == 5 and model["correction"]["form"] in ("scale", "scale+offset",
+    assert len(model["variants"]) == 3 and model["correction"]["form"] in ("scale", "scale+offset",
                                                                           "scale+weights+offset")
     assert latency_tables.load(path).summary()["points"] == table.summary()["points"]
 
 
 def test_prediction_of_a_width_the_correction_never_saw_is_close_to_its_measurement(profiled) -> None:
-    """The unpruned model and the random variants were fitted on; uniform half width was not."""
+    """The unpruned model and the random variants were fitted on; the widths checked here were not
+    (the fixture measures 3 of the 4 on-step width combinations, so one is always left out)."""
     table, _, x, tgt = profiled
     model = tiny()
     gm = compiler.lower(model, x)
     space = compiler.analyze(gm, channel_step=tgt.channel_step)
-    half = space.uniform_widths(0.5)
-    features = table.predictor(model, x).features(half).round(6).tolist()
-    assert all(v["features"] != features for m in table.models.values() for v in m["variants"])
-    measured = tgt.measure(tgt.build(compiler.rewrite(gm, space, half, example_inputs=x), x), QUICK_MODEL).median_ms
-    predicted = table.predict(model, x, half)
+    pred = table.predictor(model, x)
+    fitted = [v["features"] for m in table.models.values() for v in m["variants"]]
+    groups = space.prunable()
+    held_out = next(w for combo in itertools.product(*(g.allowed() for g in groups))
+                    if pred.features(w := dict(zip((g.id for g in groups), combo))).round(6).tolist() not in fitted)
+    measured = tgt.measure(tgt.build(compiler.rewrite(gm, space, held_out, example_inputs=x), x), QUICK_MODEL).median_ms
+    predicted = pred(held_out)
     assert abs(predicted - measured) / measured < 0.3, (predicted, measured)
     assert table.predict(model, x, space.uniform_widths(0.25)) < table.predict(model, x)  # fewer channels, less time
 
 
 def test_resumed_profile_reuses_every_point(profiled) -> None:
     table, path, x, tgt = profiled
-    again = latency_tables.profile(tiny(), x, tgt, out=path, grid_points=3, variants=4, progress=False,
+    again = latency_tables.profile(tiny(), x, tgt, out=path, grid_points=3, variants=2, progress=False,
                                    block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
     assert again.last_profile.measured_points == 0 and again.last_profile.measured_variants == 0
     assert again.last_profile.reused_points == table.summary()["points"]

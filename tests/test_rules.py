@@ -41,8 +41,8 @@ def net() -> nn.Module:
 @pytest.fixture
 def registry(monkeypatch):
     """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(rules, "_MODULE_RULES", dict(rules._MODULE_RULES))
-    monkeypatch.setattr(rules, "_CALL_RULES", dict(rules._CALL_RULES))
+    for name in ("_MODULE_RULES", "_CALL_RULES"):
+        monkeypatch.setattr(rules.base, name, dict(getattr(rules.base, name)))
 
 
 def _gain_group(space: compiler.PruningSpace) -> compiler.ChannelGroup:
@@ -118,8 +118,27 @@ def test_register_rule_checks_its_arguments(registry) -> None:
 
 
 def test_every_built_in_op_kind_has_one_rule_and_one_role() -> None:
-    assert {r.role for r in rules._MODULE_RULES.values()} | {r.role for r in rules._CALL_RULES.values()} \
+    assert {r.role for r in rules.base._MODULE_RULES.values()} | {r.role for r in rules.base._CALL_RULES.values()} \
         <= set(rules.ROLES)
     for act in (nn.ELU, nn.Hardtanh, nn.Softplus, nn.ReLU6, nn.SiLU):  # the lists that drifted
         assert rules.module_rule(act()).role == "activation"
     assert rules.module_rule(nn.SyncBatchNorm(4)).running_stats  # subclasses of a leaf type follow it
+
+
+def test_glu_a_rule_added_in_one_file_prunes_and_saves(tmp_path) -> None:
+    """nn.GLU(dim=1) halves the channels: a[j] * sigmoid(b[j]). Its rule (rules/elementwise.py)
+    ties a[j] with b[j]; pruned models equal the masked original and save through the
+    allow-list, which the registration extended."""
+    torch.manual_seed(0)
+    model = randomize_norms(nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.GLU(dim=1),
+                                          nn.Conv2d(16, 8, 3), nn.Flatten(), nn.LazyLinear(4)))
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    gm = compiler.lower(model, x)
+    space = compiler.analyze(gm)
+    group = next(g for g in space.groups if any(m.node == "_0" for m in g.members))
+    assert group.prunable and group.size == 32 and group.unit == 2
+    pruned = check_masked_equivalence(model, x, {group.id: 20}, gm=gm, space=space)
+    assert pruned.get_submodule("0").out_channels == 20 and pruned.get_submodule("3").in_channels == 10
+    compiler.save(pruned, tmp_path / "glu.latprune")
+    torch.testing.assert_close(compiler.load(tmp_path / "glu.latprune")(x), pruned(x))

@@ -4,6 +4,8 @@ fitness here is a cheap deterministic function of the candidate's weights, so th
 tested is the search, not a training run (tests/test_search_real.py scores on real data)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -46,7 +48,7 @@ def test_every_result_meets_its_budget_on_the_grid() -> None:
             assert r.widths[g.id] % TABLE.channel_step == 0 or r.widths[g.id] == g.size
     # one archive shared by three budgets; each best is the best under its budget
     for r in res.results:
-        assert r.score == max(c.score for c in res.archive if c.latency_ms <= r.budget_ms)
+        assert r.score == max(c.score for c in res.archive if c.latency_ms <= r.limit_ms)
     assert res.results[0].score >= res.results[1].score >= res.results[2].score
 
 
@@ -63,7 +65,7 @@ def test_evolution_beats_the_uniform_seed_and_is_deterministic() -> None:
 
 def test_random_search_stays_in_the_band() -> None:
     res = run(strategy="random", max_evaluations=10, band=0.1)
-    budget = res.results[0].budget_ms
+    budget = res.results[0].limit_ms
     assert len(res.archive) == 10
     assert all(0.9 * budget <= c.latency_ms <= budget and c.origin == "random" for c in res.archive)
 
@@ -123,3 +125,33 @@ def test_held_out_batches_are_scored_by_top1() -> None:
     with pytest.raises(compiler.BadInputError, match="pairs"):
         compiler.search(model(), X, TABLE, CALIB, [torch.zeros(2)], budgets=["0.9x"], max_evaluations=1,
                         progress=False)
+
+
+def test_the_safety_margin_keeps_predictions_under_the_budget_by_the_tables_own_error() -> None:
+    """'auto' is the model's leave-one-out error in the table (resnet20 was profiled with
+    measured variants); a fixed share is taken as given; 0 searches right up to the budget."""
+    pred = TABLE.predictor(model(), X)
+    loo = pred.error_pct()
+    assert loo is not None and loo > 0
+    auto, fixed, none = run(), run(safety_margin=0.1), run(safety_margin=0.0)
+    assert auto.best.margin == pytest.approx(loo / 100) and fixed.best.margin == 0.1 and none.best.margin == 0
+    for r in (auto.best, fixed.best, none.best):
+        assert r.limit_ms == pytest.approx(max(r.budget_ms / (1 + r.margin), auto.floor_ms))
+        assert r.latency_ms <= r.limit_ms
+    assert fixed.best.latency_ms <= fixed.best.budget_ms / 1.1 < none.best.budget_ms
+    with pytest.raises(compiler.BadInputError, match="safety_margin"):
+        run(safety_margin=1.5)
+
+
+def test_predictions_say_where_the_table_has_no_evidence() -> None:
+    space = compiler.analyze(compiler.lower(model(), X), channel_step=TABLE.channel_step)
+    on_step = space.uniform_widths(0.5)
+    ms, err = TABLE.predict(model(), X, on_step, with_error=True)
+    assert ms > 0 and err == TABLE.predictor(model(), X).fit_error_pct["loo_max_abs"]
+    off = dict(on_step)
+    g = space.prunable()[0]
+    off[g.id] = on_step[g.id] - 1  # one group off the channel step
+    assert TABLE.predict(model(), X, off, with_error=True)[1] is None
+    unvalidated = copy.deepcopy(TABLE)
+    unvalidated.models = {}  # blocks measured, but no end-to-end variants of this model
+    assert unvalidated.predict(model(), X, on_step, with_error=True)[1] is None

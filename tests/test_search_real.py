@@ -12,6 +12,8 @@ import latency_tables
 from compiler.data import split_train
 from compiler.models import reference
 
+pytestmark = pytest.mark.slow  # CLI subprocesses and end-to-end builds: the quick tier leaves them out
+
 TABLE = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
 X = torch.zeros(1, 1, 28, 28)
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch.fx as fx
 
 from .lower import Inputs, propagate_shapes
-from .rules import Masks, RewriteError, Rule, call_rule, module_rule, set_tensor, take
+from .rules.base import Masks, RewriteError, Rule, call_rule, module_rule, set_tensor, take
 from .space import PruningSpace
 
 
