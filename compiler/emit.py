@@ -15,18 +15,29 @@ import numpy as np
 import torch
 import torch.fx as fx
 
+from targets import Artifact, Target, Timing
+
+from .core.errors import ArtifactError
 from .core.export import export_onnx
 from .core.serialize import save
 
 OUTPUT_RTOL = {"fp32": 1e-3, "fp16": 2e-2}
 
 
-def emit(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Any, out_dir: Path) -> tuple[Any, dict[str, str]]:
-    """Write every artifact for `target` under out_dir; returns (the loaded engine, files)."""
+def emit(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Target,
+         out_dir: Path) -> tuple[Artifact, dict[str, str], str | None]:
+    """Write every artifact for `target` under out_dir; returns (the loaded engine, files, why
+    the .latprune file was left out or None). A model holding an op registered by the user is
+    not saved as .latprune (its reader accepts latprune's built-in ops only); its engines are."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    save(pruned, out_dir / "model.latprune")
+    files: dict[str, Path] = {}
+    try:
+        save(pruned, out_dir / "model.latprune")
+        files["pytorch"], skipped = out_dir / "model.latprune", None
+    except ArtifactError as exc:
+        skipped = str(exc)
     artifact = target.build(pruned, inputs, out_dir=out_dir)
-    files = {"pytorch": out_dir / "model.latprune", **artifact.files}
+    files.update(artifact.files)
     if "onnx" not in files:
         export_onnx(pruned, inputs, out_dir / "model.onnx")
         files["onnx"] = out_dir / "model.onnx"
@@ -39,11 +50,11 @@ def emit(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Any, 
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
         files["tuning_db"] = dest
-    return artifact, {k: str(v) for k, v in files.items()}
+    return artifact, {k: str(v) for k, v in files.items()}, skipped
 
 
-def verify(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Any, artifact: Any,
-           budget_ms: float, predicted_ms: float, tolerance: float, timing: Any) -> dict[str, Any]:
+def verify(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Target, artifact: Artifact,
+           budget_ms: float, predicted_ms: float, tolerance: float, timing: Timing) -> dict[str, Any]:
     """Measure the engine and compare it to the budget (plus `tolerance` for noise), to the
     prediction, and its outputs to the pruned PyTorch model's."""
     stats = target.measure(artifact, timing)

@@ -307,8 +307,8 @@ class SearchOptions:
 
 
 def _margin(setting: float | str, predictor: Callable[[Widths | None], float]) -> float:
-    """The share a prediction may be low by. 'auto': the table's own validation error for this
-    model (largest leave-one-out error of its end-to-end correction), 0 where it has none."""
+    """The share a prediction may be low by. 'auto': the error bound the table states for this
+    model (Predictor.error_pct, from its own leave-one-out validation), 0 where it has none."""
     if setting != "auto":
         return float(setting)
     error = getattr(predictor, "error_pct", lambda: None)()

@@ -58,6 +58,7 @@ from .evolution import Candidate, SearchOptions, SearchResult, run_search, with_
 from .report import render
 
 REPORT_SCHEMA = "latprune.report/1"
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 OUT_MARKER = ".latprune-out"  # in every folder latprune builds: only such folders (or empty ones) are replaced
 
 
@@ -216,8 +217,12 @@ def _swap_in(stage: Path, out_dir: Path) -> None:
 
 
 def _warn(report: dict[str, Any], message: str) -> None:
+    """Into the report, and as a warning that points at the code that called compile()."""
     report["warnings"].append(message)
-    warnings.warn(message, stacklevel=3)
+    level, frame = 1, sys._getframe()
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
 
 
 @dataclass
@@ -460,7 +465,9 @@ def _finetune_pass(ctx: BuildContext) -> None:
 
 
 def _emit_pass(ctx: BuildContext) -> None:
-    ctx.artifact, ctx.files = emit(ctx.pruned, ctx.inputs, ctx.target, ctx.stage / ctx.target.name)
+    ctx.artifact, ctx.files, skipped = emit(ctx.pruned, ctx.inputs, ctx.target, ctx.stage / ctx.target.name)
+    if skipped:
+        _warn(ctx.report, f"{ctx.target.name}: no model.latprune written ({skipped}); the engine and ONNX are")
 
 
 def _verify_pass(ctx: BuildContext) -> None:
@@ -560,9 +567,10 @@ def _cached(out_dir: Path, key: str) -> CompileResult | None:
             return None
         files = [Path(f) for t in report["targets"].values() for f in t["files"].values()]
         first = next(iter(report["targets"].values()))
-    except (OSError, ValueError, AttributeError, TypeError, StopIteration):
-        return None  # not a report this latprune wrote: rebuild
+        pytorch = first["files"]["pytorch"]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError, StopIteration):
+        return None  # not a report this latprune wrote, or no .latprune in it to return: rebuild
     if not all(f.exists() for f in files):
         return None
     report["cached"] = True
-    return CompileResult(load(first["files"]["pytorch"]), first["widths"], report, out_dir)
+    return CompileResult(load(pytorch), first["widths"], report, out_dir)

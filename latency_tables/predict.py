@@ -27,6 +27,9 @@ def model_key(uses: list[BlockUse]) -> str:
     return digest(json_text([[u.key, u.places, u.fixed] for u in uses]), length=16)
 
 
+P90_PER_MEDIAN = 2.5  # |error| of a normal spread: 90th percentile / median = 1.645 / 0.674
+
+
 class Predictor:
     """widths -> predicted ms for one graph under one table."""
 
@@ -73,16 +76,19 @@ class Predictor:
         return np.array([float(np.sum(self.blocks_ms(widths))), mb, 1.0])
 
     def error_pct(self, widths: Widths | None = None) -> float | None:
-        """How far off a prediction for these widths may be, in %: the largest leave-one-out error
-        of this model's end-to-end correction (its variants are on the channel step). None where
-        the table has no evidence: no measured variants of this model, or a width off the step
-        (engines change kernels and insert layout reorders there; see README, Latency tables)."""
+        """How far off a prediction for these widths may be, in %: meant as a 90% bound, taken from
+        the leave-one-out errors of this model's end-to-end correction (its variants are on the
+        channel step) as 2.5x their median (the 90th percentile of a normal spread; one outlier
+        variant does not set it), capped by their largest. None where the table has no
+        evidence: no measured variants of this model, or a width off the step (engines change
+        kernels and insert layout reorders there; see README, Latency tables)."""
         if self.fit_error_pct is None or not self.corrected:
             return None
         resolved = self.space.resolve(widths)
         if any(w % self.channel_step and w != g.size for g in self.space.groups if (w := resolved[g.id]) is not None):
             return None
-        return float(self.fit_error_pct["loo_max_abs"])
+        loo = self.fit_error_pct
+        return float(min(P90_PER_MEDIAN * loo["loo_median_abs"], loo["loo_max_abs"]))
 
     def __call__(self, widths: Widths | None = None) -> float:
         return float(self.features(widths) @ self.coef)

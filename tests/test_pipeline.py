@@ -132,3 +132,31 @@ def test_confirm_keeps_the_best_candidate_that_measures_within_budget(tiny_table
     assert len(tried) >= 2 and not tried[0]["kept"] and tried[1]["kept"], tried
     assert tried[0]["score"] >= tried[1]["score"] == pytest.approx(t["accuracy"]["adabn"])
     assert res.report["status"] == "ok" and t["predicted_ms"] == tried[1]["predicted_ms"]
+
+
+class ChannelScale(torch.nn.Module):
+    """A user's per-channel op, taught to latprune with register_rule."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.rand(channels) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.view(1, -1, 1, 1)
+
+
+def test_a_model_with_a_registered_op_builds_its_engine_without_a_latprune_file(tiny_table, target, tmp_path,
+                                                                              monkeypatch) -> None:
+    for name in ("_MODULE_RULES", "_CALL_RULES"):
+        monkeypatch.setattr(rules.base, name, dict(getattr(rules.base, name)))
+    compiler.register_rule(ChannelScale, compiler.PerChannel())
+    model = tiny()
+    model.insert(3, ChannelScale(32))  # after the first conv's ReLU: its blocks are the tiny table's
+    res = compiler.compile(model, torch.randn(1, 3, 16, 16), target, "0.99x", calib_data=_batches(), eval_fn=_score,
+                           table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
+                           progress=False)
+    t = res.report["targets"]["onnxruntime-cpu"]
+    assert "pytorch" not in t["files"] and {"onnx", "engine"} <= set(t["files"])
+    assert any("no model.latprune written" in w and "ChannelScale" in w for w in res.report["warnings"])
+    assert res.model.get_submodule("3").scale.shape[0] == t["widths"][next(
+        g["id"] for g in t["groups"] if "_3" in g["layers"])]

@@ -128,7 +128,7 @@ def test_held_out_batches_are_scored_by_top1() -> None:
 
 
 def test_the_safety_margin_keeps_predictions_under_the_budget_by_the_tables_own_error() -> None:
-    """'auto' is the model's leave-one-out error in the table (resnet20 was profiled with
+    """'auto' is the error bound the table states for the model (resnet20 was profiled with
     measured variants); a fixed share is taken as given; 0 searches right up to the budget."""
     pred = TABLE.predictor(model(), X)
     loo = pred.error_pct()
@@ -147,7 +147,8 @@ def test_predictions_say_where_the_table_has_no_evidence() -> None:
     space = compiler.analyze(compiler.lower(model(), X), channel_step=TABLE.channel_step)
     on_step = space.uniform_widths(0.5)
     ms, err = TABLE.predict(model(), X, on_step, with_error=True)
-    assert ms > 0 and err == TABLE.predictor(model(), X).fit_error_pct["loo_max_abs"]
+    loo = TABLE.predictor(model(), X).fit_error_pct
+    assert ms > 0 and err == min(2.5 * loo["loo_median_abs"], loo["loo_max_abs"])
     off = dict(on_step)
     g = space.prunable()[0]
     off[g.id] = on_step[g.id] - 1  # one group off the channel step

@@ -14,12 +14,24 @@ run as metadata changes and cost nothing alone, `glue` ops are timed one by one.
 """
 from __future__ import annotations
 
-from .base import (CONV, CONV_T, ENGINE_FUSES, ROLES, RewriteError, Rule, call_rule, describe_module, has_own_rule,
-                   module_rule, register_rule, resize, role_of, set_tensor, take)
-from .builtin import KNOWN_FUNCTIONS, KNOWN_METHODS, KNOWN_MODULES
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn as nn
+
+from . import channelwise, elementwise, layout, weighted  # each registers the torch ops it covers, at its end
+from .base import (_CALL_RULES, _MODULE_RULES, CONV, CONV_T, ENGINE_FUSES, ROLES, RewriteError, Rule, call_rule,
+                   describe_module, has_own_rule, module_rule, register_rule, resize, role_of, set_tensor, take)
 from .channelwise import PerChannel
 from .elementwise import Passthrough
 
+# What a saved .latprune file may hold: the ops registered above, fixed here at import. A user's
+# registered op is trusted in the process that registered it, never in a file.
+KNOWN_MODULES: tuple[type[nn.Module], ...] = tuple(t for t in _MODULE_RULES if not t.__name__.startswith("_"))
+KNOWN_FUNCTIONS: frozenset[Callable[..., Any]] = frozenset(f for f in _CALL_RULES if not isinstance(f, str))
+KNOWN_METHODS: frozenset[str] = frozenset(f for f in _CALL_RULES if isinstance(f, str))
+
 __all__ = ["CONV", "CONV_T", "ENGINE_FUSES", "ROLES", "RewriteError", "Rule", "call_rule", "describe_module",
            "has_own_rule", "module_rule", "register_rule", "resize", "role_of", "set_tensor", "take",
-           "KNOWN_FUNCTIONS", "KNOWN_METHODS", "KNOWN_MODULES", "PerChannel", "Passthrough"]
+           "KNOWN_FUNCTIONS", "KNOWN_METHODS", "KNOWN_MODULES", "PerChannel", "Passthrough", "channelwise",
+           "elementwise", "layout", "weighted"]

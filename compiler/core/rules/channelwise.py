@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .base import Masks, Rule, pruned, set_tensor, take
+from .base import Masks, Rule, pruned, register_rule, set_tensor, take
 
 if TYPE_CHECKING:
     from ..propagate import NodeLabels, Propagator
@@ -98,3 +98,12 @@ class LayerNorm(Rule):
 
     def slice(self, m: nn.Module, node: fx.Node, masks: Masks) -> None:
         """Only ever sees non-channel dims: the channels it normalises over are frozen."""
+
+
+for _t in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.modules.batchnorm._BatchNorm):
+    register_rule(_t, BatchNorm())
+for _t in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d):
+    register_rule(_t, InstanceNorm())
+register_rule(nn.GroupNorm, GroupNorm())
+register_rule(nn.LayerNorm, LayerNorm())
+register_rule(nn.PReLU, PReLU())

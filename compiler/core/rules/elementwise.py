@@ -1,15 +1,17 @@
 """Ops that keep channels where they are, tie them (residual adds) or reduce over them."""
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..labels import Labels
-from .base import Rule
+from .base import Rule, register_rule
 
 if TYPE_CHECKING:
     from ..propagate import NodeLabels, Propagator
@@ -107,3 +109,44 @@ class Glu(Rule):
             return p.passthrough(node, x) if x is None or x.dim is None else Labels(p.shape(node), x.dim, x.ids)
         half = len(x.ids) // 2
         return Labels(p.shape(node), x.dim, p.st.merge(x.ids[:half], x.ids[half:], node.name))
+
+
+_ACT, _GLUE, _FREE = Passthrough("activation"), Passthrough("glue"), Passthrough("free")
+for _op in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU,
+            nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Softsign, F.relu, torch.relu, F.relu6, F.silu, F.gelu,
+            F.hardswish, F.hardsigmoid, F.sigmoid, torch.sigmoid, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.selu,
+            F.hardtanh, F.softplus, F.mish, "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardtanh_"):
+    register_rule(_op, _ACT)
+for _op in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, F.dropout, F.dropout1d,
+            F.dropout2d, F.dropout3d, "contiguous", "detach", "float", "to", "type_as"):
+    register_rule(_op, _FREE)
+for _op in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+            nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+            nn.LPPool2d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad1d,
+            nn.ConstantPad2d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+            F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+            F.adaptive_max_pool3d, F.interpolate, F.upsample, F.pad, torch.clamp, torch.clip, torch.abs, torch.neg,
+            operator.neg, torch.exp, torch.sqrt, torch.square, "clamp", "clamp_", "clip", "abs", "neg", "exp", "sqrt",
+            "square", "clone", "half", "double"):
+    register_rule(_op, _GLUE)
+try:  # torchvision wraps stochastic depth as an fx leaf function; it scales whole samples
+    from torchvision.ops.stochastic_depth import stochastic_depth
+    register_rule(stochastic_depth, _GLUE)
+except ImportError:  # torchvision is optional
+    pass
+for _op in (operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
+            operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
+            torch.true_divide, "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum",
+            "masked_fill", "where"):
+    register_rule(_op, Elementwise())
+for _op in (nn.Softmax, nn.LogSoftmax, nn.Softmin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
+            "softmax", "log_softmax"):
+    register_rule(_op, Softmax())
+for _name in ("mean", "sum", "amax", "amin", "std", "var"):
+    register_rule(_name, Reduce())
+    register_rule(getattr(torch, _name), Reduce())
+for _op in (nn.ChannelShuffle, torch.channel_shuffle, F.channel_shuffle, "channel_shuffle"):
+    register_rule(_op, ChannelShuffle())
+for _op in (nn.GLU, F.glu):
+    register_rule(_op, Glu())

@@ -2,9 +2,8 @@
 offsets, and patch literal sizes in their arguments when channels go."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import operator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -12,7 +11,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..labels import NONE, Labels
-from .base import Keep, Rule
+from .base import Keep, Rule, register_rule
 
 if TYPE_CHECKING:
     from ..propagate import NodeLabels, Propagator
@@ -186,3 +185,21 @@ class Scalar(Rule):
     own; the propagator tracks whether their value derives from a channel count."""
 
     role = "free"
+
+
+for _op in (nn.Flatten, nn.Unflatten, torch.flatten, torch.squeeze, torch.unsqueeze, "flatten", "squeeze", "unsqueeze",
+            "view_as", "reshape_as"):
+    register_rule(_op, Reshape("free"))
+for _op in (torch.permute, torch.transpose, torch.movedim, torch.t, torch.unflatten, torch.stack, "permute",
+            "transpose", "expand_as", "repeat", "unflatten", "movedim", "t"):
+    register_rule(_op, Reshape())
+for _op in ("view", "reshape", torch.reshape):
+    register_rule(_op, View("free"))
+register_rule("expand", View(check_sizes=False))
+for _op in (torch.cat, torch.concat, torch.concatenate):
+    register_rule(_op, Cat())
+for _op in (torch.split, torch.chunk, torch.unbind, "split", "chunk", "unbind"):
+    register_rule(_op, Split())
+register_rule(operator.getitem, Getitem("free"))
+for _op in (getattr, operator.floordiv, operator.mod, operator.pow, "size", "dim", "numel"):
+    register_rule(_op, Scalar())

@@ -10,7 +10,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..labels import Labels
-from .base import CONV_T, Masks, Rule, RewriteError, pruned, set_tensor, take
+from .base import CONV, CONV_T, Masks, Rule, RewriteError, pruned, register_rule, set_tensor, take
 
 if TYPE_CHECKING:
     from ..propagate import NodeLabels, Propagator
@@ -135,3 +135,8 @@ class Linear(Rule):
 
     def resize(self, m: nn.Module, cin: int, cout: int) -> nn.Module | None:
         return nn.Linear(cin, cout, m.bias is not None)
+
+
+for _t in CONV + CONV_T:
+    register_rule(_t, Conv())
+register_rule(nn.Linear, Linear())
