@@ -77,7 +77,11 @@ def _target_options(args: argparse.Namespace, name: str | None = None) -> dict[s
     elif args.rpc or args.rpc_tracker:
         raise BadInputError(f"--rpc/--rpc-tracker only apply to TVM targets, not {name}")
     if name == "tensorrt":
-        opts = {"precision": args.precision}
+        opts = {"precision": args.precision or "fp32"}
+    elif name in ("cuda", "torch-cpu"):
+        opts["precision"] = args.precision or ("fp16" if name == "cuda" else "fp32")
+    elif args.precision:
+        raise BadInputError(f"--precision applies to the tensorrt, cuda and torch-cpu targets, not {name}")
     return opts
 
 
@@ -95,7 +99,8 @@ def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--rpc", metavar="HOST:PORT", help="time on a TVM RPC server (TVM targets)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="time on a free device of --rpc-key from this tracker")
     p.add_argument("--rpc-key", default="latprune", help="device key on the tracker")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="TensorRT precision")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="tensorrt (default fp32), cuda (default fp16) and torch-cpu (default fp32) precision")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

@@ -401,9 +401,9 @@ def _search_pass(ctx: BuildContext) -> None:
     _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result)
     best = ctx.result.best
     if o.safety_margin == "auto" and predictor.error_pct() is None:
-        _warn(ctx.report, f"{tgt.name}: the latency table has no measured variants of this model, so no safety "
-                          "margin could be set from its error; profile the model (`latprune profile`) or give "
-                          "--safety-margin")
+        _warn(ctx.report, f"{tgt.name}: the latency table has too few measured variants of this model to state "
+                          "its error, so no safety margin was set; profile the model (`latprune profile`, "
+                          "--variants 12 by default) or give --safety-margin")
     if best.margin > 0 and best.limit_ms <= ctx.result.floor_ms:
         _warn(ctx.report, f"{tgt.name}: budget {ctx.spec.label} less the safety margin ({best.margin:.1%}) is "
                           "below the smallest reachable latency; searched at the floor, so the engine may miss "

@@ -28,6 +28,7 @@ def model_key(uses: list[BlockUse]) -> str:
 
 
 P90_PER_MEDIAN = 2.5  # |error| of a normal spread: 90th percentile / median = 1.645 / 0.674
+MIN_VARIANTS = 6  # the unpruned model and at least 5 random variants (profile's default measures 12)
 
 
 class Predictor:
@@ -52,6 +53,7 @@ class Predictor:
         self.corrected = corr is not None
         self.coef = np.array(corr["coef"] if corr else [1.0, 0.0, 0.0], dtype=np.float64)
         self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
+        self.variants = len(table.models.get(self.key, {}).get("variants", []))
         self.channel_step = table.channel_step
 
     def _values(self, widths: Widths | None) -> list[list[int]]:
@@ -80,9 +82,10 @@ class Predictor:
         the leave-one-out errors of this model's end-to-end correction (its variants are on the
         channel step) as 2.5x their median (the 90th percentile of a normal spread; one outlier
         variant does not set it), capped by their largest. None where the table has no
-        evidence: no measured variants of this model, or a width off the step (engines change
+        evidence: fewer than MIN_VARIANTS measured variants of this model (leave-one-out over
+        three points says nothing), or a width off the step (engines change
         kernels and insert layout reorders there; see README, Latency tables)."""
-        if self.fit_error_pct is None or not self.corrected:
+        if self.fit_error_pct is None or not self.corrected or self.variants < MIN_VARIANTS:
             return None
         resolved = self.space.resolve(widths)
         if any(w % self.channel_step and w != g.size for g in self.space.groups if (w := resolved[g.id]) is not None):

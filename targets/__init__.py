@@ -16,6 +16,8 @@ _REGISTRY = {
     "tvm-llvm": ("targets.tvm_llvm", "TvmLlvm"),
     "tvm-aarch64": ("targets.tvm_aarch64", "TvmAarch64"),
     "tensorrt": ("targets.tensorrt", "TensorRT"),
+    "cuda": ("targets.torch_device", "TorchCUDA"),
+    "torch-cpu": ("targets.torch_device", "TorchCPU"),
 }
 NAMES = tuple(_REGISTRY)
 

@@ -120,7 +120,7 @@ def test_compile_takes_plain_batches_and_warns_when_the_search_is_blind(tiny_tab
     g = torch.Generator().manual_seed(0)
     batches = [torch.randn(16, 3, 16, 16, generator=g) for _ in range(3)]
     kw = dict(table=str(tiny_table), calib_data=batches, eval_fn=lambda m: 0.5, max_evaluations=4, progress=False,
-              verify_engines=False)
+              verify_engines=False, safety_margin=0.0)
     tgt = targets.get("onnxruntime-cpu", threads=1)
     with pytest.warns(UserWarning, match="could not tell them apart") as caught:
         res = compiler.compile(model, x, tgt, budget=LOOSER, out_dir=tmp_path / "blind", **kw)

@@ -67,6 +67,7 @@ def test_each_analysis_runs_once_and_every_pass_is_timed(tiny_table, target, tmp
     assert seconds["total"] >= sum(v for k, v in seconds.items() if k != "total") * 0.99
 
 
+@pytest.mark.slow
 def test_check_pass_catches_a_rewrite_that_slices_the_wrong_channels(tiny_table, target, tmp_path,
                                                                      monkeypatch) -> None:
     """A planted bug (every slice keeps the first k channels, not the chosen ones) still gives a
@@ -112,6 +113,7 @@ def test_options_are_one_dataclass_and_unknown_ones_are_named() -> None:
         strategy="random", channel_step=16, max_evaluations=60)
 
 
+@pytest.mark.slow
 def test_confirm_keeps_the_best_candidate_that_measures_within_budget(tiny_table, target, tmp_path,
                                                                       monkeypatch) -> None:
     """The device has the last word: the search's best is made to measure 100x slow, so the
@@ -145,6 +147,7 @@ class ChannelScale(torch.nn.Module):
         return x * self.scale.view(1, -1, 1, 1)
 
 
+@pytest.mark.slow
 def test_a_model_with_a_registered_op_builds_its_engine_without_a_latprune_file(tiny_table, target, tmp_path,
                                                                               monkeypatch) -> None:
     for name in ("_MODULE_RULES", "_CALL_RULES"):

@@ -156,3 +156,7 @@ def test_predictions_say_where_the_table_has_no_evidence() -> None:
     unvalidated = copy.deepcopy(TABLE)
     unvalidated.models = {}  # blocks measured, but no end-to-end variants of this model
     assert unvalidated.predict(model(), X, on_step, with_error=True)[1] is None
+    few = copy.deepcopy(TABLE)
+    for record in few.models.values():
+        record["variants"] = record["variants"][:3]  # leave-one-out over 3 points says nothing
+    assert few.predict(model(), X, on_step, with_error=True)[1] is None

@@ -9,6 +9,7 @@ import compiler
 from helpers import check_masked_equivalence, n_params, random_widths, randomize_norms
 
 torchvision = pytest.importorskip("torchvision", reason="torchvision is a test dependency (pip install -e .[test])")
+pytestmark = pytest.mark.slow  # 13 full-size models, ~40 s: the quick tier covers the invariant on tests/nets.py
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
           "regnet_x_400mf", "shufflenet_v2_x1_0", "densenet121", "resnext50_32x4d",
