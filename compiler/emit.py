@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from targets import Artifact, Target, Timing
+from targets import Artifact, Target, Timing, settled
 
 from .core.errors import ArtifactError
 from .core.export import export_onnx
@@ -56,8 +56,9 @@ def emit(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Targe
 def verify(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Target, artifact: Artifact,
            budget_ms: float, predicted_ms: float, tolerance: float, timing: Timing) -> dict[str, Any]:
     """Measure the engine and compare it to the budget (plus `tolerance` for noise), to the
-    prediction, and its outputs to the pruned PyTorch model's."""
-    stats = target.measure(artifact, timing)
+    prediction, and its outputs to the pruned PyTorch model's. A measurement over the budget
+    is taken again before it fails the build (`settled`); `medians_ms` lists every one."""
+    stats, medians = settled(lambda: target.measure(artifact, timing), budget_ms * (1 + tolerance))
     with torch.no_grad():
         ref = pruned(*inputs)
     refs = [t.detach().numpy() for t in (ref if isinstance(ref, (tuple, list)) else (ref,))]
@@ -65,7 +66,7 @@ def verify(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Tar
     err = max(float(np.max(np.abs(o - r)) / max(float(np.max(np.abs(r))), 1e-12)) for o, r in zip(outs, refs))
     rtol = OUTPUT_RTOL.get(target.fingerprint().get("precision", "fp32"), 1e-3)
     return {"measured_ms": stats.median_ms, "measured_p10_ms": stats.p10_ms, "measured_p90_ms": stats.p90_ms,
-            "runs": stats.runs, "budget_ms": budget_ms, "predicted_ms": predicted_ms,
+            "medians_ms": medians, "runs": stats.runs, "budget_ms": budget_ms, "predicted_ms": predicted_ms,
             "prediction_error_pct": (predicted_ms - stats.median_ms) / stats.median_ms * 100,
             "within_budget": stats.median_ms <= budget_ms * (1 + tolerance), "tolerance": tolerance,
             "output_max_rel_error": err, "output_rtol": rtol, "outputs_match": err <= rtol and len(outs) == len(refs)}

@@ -341,10 +341,9 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
     if fingerprint is not None:
         table.check_target(fingerprint, opt.force)
     predictor = table.predictor(gm, example_inputs, space=space)
-    where = f"{table.fingerprint.get('target')} ({table.fingerprint.get('device')})"
     return run_search(space, Evaluator(gm, space, scores(gm, space, opt.importance), materialize(
         calib_data, opt.adabn_batches, "calibration data"), eval_fn if callable(eval_fn) else top1(eval_fn),
-        Path(cache) if cache else None, cache_key), predictor, budgets, opt, where, time.perf_counter() - t0)
+        Path(cache) if cache else None, cache_key), predictor, budgets, opt, table.device, time.perf_counter() - t0)
 
 
 def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[Widths | None], float],

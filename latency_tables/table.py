@@ -130,6 +130,11 @@ class LatencyTable:
     fuses: tuple[str, ...] = ENGINE_FUSES  # what the target's engine folds into a conv: how blocks were cut
     last_profile: Any = field(default=None, compare=False, repr=False)  # ProfileStats of the run that made it
 
+    @property
+    def device(self) -> str:
+        """"target (device)": how messages name what the table was measured on."""
+        return f"{self.fingerprint.get('target')} ({self.fingerprint.get('device')})"
+
     # ---- files -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         body = {"schema": SCHEMA, "version": VERSION, "fingerprint": self.fingerprint,

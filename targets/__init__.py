@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive,
-                   cuda_event_samples, time_calls)
+                   settled, time_calls, time_cuda)
 
 _REGISTRY = {
     "onnxruntime-cpu": ("targets.onnxruntime_cpu", "OnnxRuntimeCPU"),
@@ -38,4 +38,4 @@ def get(name: str, **options: Any) -> Target:
 
 
 __all__ = ["get", "NAMES", "Target", "Artifact", "LatencyStats", "Timing", "TargetError",
-           "TargetUnavailable", "time_calls", "adaptive", "cuda_event_samples"]
+           "TargetUnavailable", "time_calls", "adaptive", "settled", "time_cuda"]

@@ -16,8 +16,7 @@ import torch
 from compiler.core.atomic import atomic_path
 from compiler.core.export import onnx_bytes
 
-from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive, as_numpy,
-                   cuda_event_samples)
+from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, as_numpy, time_cuda)
 
 
 def _trt() -> Any:
@@ -116,6 +115,4 @@ class TensorRT(Target):
     def measure(self, artifact: Artifact, timing: Timing = Timing()) -> LatencyStats:
         """GPU time between CUDA events around each enqueue; no host work in the interval."""
         stream = torch.cuda.current_stream(self.device)
-        for _ in range(timing.warmup):
-            self._execute(artifact, stream)
-        return adaptive(lambda: cuda_event_samples(lambda: self._execute(artifact, stream), stream, timing), timing)
+        return time_cuda(lambda: self._execute(artifact, stream), stream, timing)

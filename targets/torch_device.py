@@ -22,10 +22,18 @@ import torch
 from compiler.core.atomic import atomic_path
 from compiler.core.lower import as_inputs
 
-from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive, check_threads,
-                   cpu_name, cpu_simd, cuda_event_samples, time_calls)
+from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, check_threads,
+                   cpu_name, cpu_simd, time_calls, time_cuda)
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _inference(fn: Any, inputs: tuple[torch.Tensor, ...]) -> Any:
+    """A no-argument call of `fn` (a module or an AOTInductor runner) on the built inputs."""
+    def call() -> Any:
+        with torch.inference_mode():
+            return fn(*inputs)
+    return call
 
 
 class TorchTarget(Target):
@@ -70,22 +78,13 @@ class TorchTarget(Target):
         except Exception as exc:  # export and Inductor raise many types; the first line says which
             raise TargetError(f"AOTInductor could not compile the model: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-        return Artifact(self.name, (self._wrap(runner, inputs), inputs), numpy_inputs, {"engine": path},
+        return Artifact(self.name, (_inference(runner, inputs), inputs), numpy_inputs, {"engine": path},
                         {"engine": "aotinductor"})
 
     eager_engine = "eager"
 
     def _eager(self, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
-        def call() -> Any:
-            with torch.inference_mode():
-                return model(*inputs)
-        return call
-
-    def _wrap(self, runner: Any, inputs: tuple[torch.Tensor, ...]) -> Any:
-        def call() -> Any:
-            with torch.inference_mode():
-                return runner(*inputs)
-        return call
+        return _inference(model, inputs)
 
     def run(self, artifact: Artifact, inputs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         if inputs is not None:
@@ -160,7 +159,4 @@ class TorchCUDA(TorchTarget):
 
     def measure(self, artifact: Artifact, timing: Timing = Timing()) -> LatencyStats:
         call, _ = artifact.handle
-        stream = torch.cuda.current_stream()
-        for _ in range(timing.warmup):
-            call()
-        return adaptive(lambda: cuda_event_samples(call, stream, timing), timing)
+        return time_cuda(call, torch.cuda.current_stream(), timing)
