@@ -109,7 +109,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     target = targets.get(args.target, **_target_options(args))
     try:
         table = latency_tables.profile(model, inputs, target, out=args.out, grid_points=args.grid_points,
-                                       variants=args.variants, seed=args.seed, name=args.name or args.model,
+                                       variants=args.variants, off_step_variants=args.off_step_variants,
+                                       seed=args.seed, name=args.name or args.model,
                                        force=args.force, progress=not args.quiet, save_every_s=args.save_every,
                                        memory_limit=args.memory_limit)
     finally:
@@ -142,6 +143,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for key, m in s["models"].items():
         print(f"  model {m['name']} [{key}]: {m['variants']} measured variants, correction {m.get('form')} "
               f"{m.get('coef')}, leave-one-out error median {m.get('loo_median_abs')}% max {m.get('loo_max_abs')}%")
+        off = m.get("off_step")
+        print(f"    off the channel step: error median {off['median_abs']}% max {off['max_abs']}% over {off['n']} "
+              "variants" if off else "    off the channel step: no variants measured (profile again to add them)")
     return 0
 
 
@@ -272,6 +276,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="table file (extended and resumed if it exists)")
     p.add_argument("--grid-points", type=_number(int, 2), default=6, help="on-step grid points per channel dim")
     p.add_argument("--variants", type=COUNT, default=12, help="random variants measured end to end for the correction")
+    p.add_argument("--off-step-variants", type=COUNT, default=6,
+                   help="random variants at any channel counts, measured to state the error off the channel step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="model name recorded in the table")
     p.add_argument("--force", action="store_true", help="use/overwrite a table of another fingerprint")

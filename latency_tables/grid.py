@@ -2,12 +2,15 @@
 
 Latency is a staircase in channel count: engines pad channels to their SIMD block (ORT's
 NCHWc block is 8 on AVX2, 16 on AVX-512), so a count off the step runs on a slower path,
-often slower than the next step up. A grid therefore holds only counts on the step (plus
-the full size), interpolation runs between on-step points, and a count off the step is
-priced as the next step up times a penalty measured for that block.
+often slower than the next step up, and by how much depends on how far off it is (a count
+that is a multiple of 4 may keep the fast kernel, padded; an odd one falls to a plain one).
+A grid therefore holds only counts on the step (plus the full size), interpolation runs
+between on-step points, and a count off the step is priced as the next step up times a
+penalty measured for that block at an off-step count of the same residue class.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,17 +29,30 @@ def grid_values(least: int, full: int, channel_step: int, points: int = 6) -> li
     return sorted(set(aligned) | {full})
 
 
-def off_step_probe(values: Sequence[int], step: int, structure: int = 1) -> int | None:
-    """The off-step count measured to price a block's penalty: about half a step below a middle
-    on-step grid value. It must be a count the op can have (a multiple of `structure`, the
-    group count of a grouped conv); None when no such count is off the step."""
+def off_step_probes(values: Sequence[int], step: int, structure: int = 1) -> list[int]:
+    """The off-step counts measured to price a block's penalty, one per residue class (the
+    counts' common divisor with the step: `residue_class`). Engines choose kernels by such
+    divisibility (ONNX Runtime runs a conv on its blocked NCHWc kernels only when its input
+    channels are a multiple of 4 or below its block; a depthwise conv only at multiples of 4),
+    so one probe cannot price every off-step count. Each is a count the op can have (a
+    multiple of `structure`, a grouped conv's group count), the one of its class nearest half
+    a step below a middle on-step value; empty when none is off the step."""
     on = [v for v in values if v % step == 0 and v >= 2 * step]
     if not on:
-        return None
+        return []
     top = on[len(on) // 2]
-    below = [v for v in range(top - step // 2, top - step, -1) if v % structure == 0 and v % step]
-    below += [v for v in range(top - step // 2 + 1, top) if v % structure == 0 and v % step]
-    return below[0] if below else None
+    best: dict[int, int] = {}
+    for v in range(top - 1, top - step, -1):
+        if v % structure == 0 and v % step:
+            c = residue_class(v, step)
+            if c not in best or abs(v - (top - step // 2)) < abs(best[c] - (top - step // 2)):
+                best[c] = v
+    return [best[c] for c in sorted(best, reverse=True)]
+
+
+def residue_class(v: int, step: int) -> int:
+    """gcd(v, step): the divisibility an engine's kernel choice turns on (16 on the step)."""
+    return math.gcd(int(v), int(step))
 
 
 def bracket(values: np.ndarray, v: float) -> tuple[int, int, float]:

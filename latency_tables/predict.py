@@ -28,7 +28,7 @@ def model_key(uses: list[BlockUse]) -> str:
 
 
 P90_PER_MEDIAN = 2.5  # |error| of a normal spread: 90th percentile / median = 1.645 / 0.674
-MIN_VARIANTS = 6  # the unpruned model and at least 5 random variants (profile's default measures 12)
+MIN_VARIANTS = 6  # on the step: the unpruned model and >= 5 random variants (profile measures 12, and 6 off it)
 
 
 class Predictor:
@@ -54,6 +54,7 @@ class Predictor:
         self.coef = np.array(corr["coef"] if corr else [1.0, 0.0, 0.0], dtype=np.float64)
         self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
         self.variants = len(table.models.get(self.key, {}).get("variants", []))
+        self.off_step_error_pct = table.models.get(self.key, {}).get("off_step_error_pct")
         self.channel_step = table.channel_step
 
     def _values(self, widths: Widths | None) -> list[list[int]]:
@@ -78,17 +79,21 @@ class Predictor:
         return np.array([float(np.sum(self.blocks_ms(widths))), mb, 1.0])
 
     def error_pct(self, widths: Widths | None = None) -> float | None:
-        """How far off a prediction for these widths may be, in %: meant as a 90% bound, taken from
-        the leave-one-out errors of this model's end-to-end correction (its variants are on the
-        channel step) as 2.5x their median (the 90th percentile of a normal spread; one outlier
-        variant does not set it), capped by their largest. None where the table has no
-        evidence: fewer than MIN_VARIANTS measured variants of this model (leave-one-out over
-        three points says nothing), or a width off the step (engines change
-        kernels and insert layout reorders there; see README, Latency tables)."""
-        if self.fit_error_pct is None or not self.corrected or self.variants < MIN_VARIANTS:
+        """How far off a prediction for these widths may be, in %: meant as a 90% bound, 2.5x the
+        median error (the 90th percentile of a normal spread; one outlier variant does not set
+        it), capped by the largest. On the channel step the errors are the leave-one-out errors
+        of this model's end-to-end correction; off it (engines change kernels and insert layout
+        reorders there), the errors of the off-step variants profile measured to check it.
+        None where the table has no such evidence: fewer than MIN_VARIANTS measured variants of
+        that kind (leave-one-out over three points says nothing)."""
+        if not self.corrected:
             return None
         resolved = self.space.resolve(widths)
-        if any(w % self.channel_step and w != g.size for g in self.space.groups if (w := resolved[g.id]) is not None):
+        off = any(w % self.channel_step and w != g.size for g in self.space.groups if (w := resolved[g.id]) is not None)
+        if off:
+            e = self.off_step_error_pct
+            return None if e is None or e["n"] < MIN_VARIANTS else float(min(P90_PER_MEDIAN * e["median_abs"], e["max_abs"]))
+        if self.fit_error_pct is None or self.variants < MIN_VARIANTS:
             return None
         loo = self.fit_error_pct
         return float(min(P90_PER_MEDIAN * loo["loo_median_abs"], loo["loo_max_abs"]))

@@ -26,7 +26,7 @@ from compiler.core.memory import check_fits
 from targets.base import Target, Timing
 
 from .blocks import Block, extract
-from .grid import grid_values, off_step_probe
+from .grid import grid_values, off_step_probes
 from .predict import Predictor
 from .table import Entry, LatencyTable, TableError, fingerprint_mismatch, load
 
@@ -43,16 +43,17 @@ class ProfileStats:
 
 
 def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out: str | os.PathLike | None = None,
-            grid_points: int = 6, variants: int = 12, seed: int = 0, name: str | None = None,
+            grid_points: int = 6, variants: int = 12, off_step_variants: int = 6, seed: int = 0, name: str | None = None,
             block_timing: Timing = BLOCK_TIMING, model_timing: Timing = MODEL_TIMING, force: bool = False,
             progress: bool = True, save_every_s: float = 5.0, memory_limit: str | int | None = "auto") -> LatencyTable:
     """Profile `model` on `target` into a LatencyTable (extending and resuming `out` if it exists).
-    `memory_limit` ('auto': 90% of available memory, a size such as '16G', or None) refuses a
+    `variants` random on-step variants fit the model's end-to-end correction; `off_step_variants`
+    more, at any channel counts, only check it (Predictor.error_pct off the step). `memory_limit` ('auto': 90% of available memory, a size such as '16G', or None) refuses a
     model whose estimated footprint would not fit, before anything is built."""
     t0 = time.perf_counter()
-    if grid_points < 2 or variants < 0 or not save_every_s > 0:
-        raise BadInputError(f"profile needs grid_points >= 2, variants >= 0 and save_every_s > 0 "
-                            f"(got {grid_points}, {variants}, {save_every_s})")
+    if grid_points < 2 or variants < 0 or off_step_variants < 0 or not save_every_s > 0:
+        raise BadInputError(f"profile needs grid_points >= 2, variants >= 0, off_step_variants >= 0 and "
+                            f"save_every_s > 0 (got {grid_points}, {variants}, {off_step_variants}, {save_every_s})")
     fp = target.fingerprint()
     table = _start(out, fp, target, block_timing, model_timing, force)
     inputs = as_inputs(example_inputs)
@@ -91,7 +92,8 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
         if out is not None and todo:
             table.save(out)
 
-    n_var = _correct(table, model, inputs, gm, space, target, variants, seed, model_timing, name, progress)
+    n_var = _correct(table, model, inputs, gm, space, target, (variants, off_step_variants), seed, model_timing,
+                     name, progress)
     if out is not None:
         table.save(out)
         table = load(out)
@@ -124,16 +126,14 @@ def _entry_for(table: LatencyTable, key: str, block: Block, step: int, points: i
 
 
 def _probes(entry: Entry, structure: Sequence[int]) -> list[tuple[int, ...]]:
-    """Off-step points, one per var, at the middle of the other vars' grids; each a count the
-    block's op can have (`structure`: a grouped conv's channels are multiples of its groups)."""
+    """Off-step points per var, one per residue class (grid.off_step_probes), at the middle of
+    the other vars' grids; each a count the block's op can have (`structure`: a grouped conv's
+    channels are multiples of its groups)."""
     mid = [g[len(g) // 2] for g in entry.grid]
     out = []
     for i, g in enumerate(entry.grid):
-        v = off_step_probe(g, entry.channel_step, structure[i])
-        if v is not None and len(g) > 1:
-            p = list(mid)
-            p[i] = v
-            out.append(tuple(p))
+        if len(g) > 1:
+            out += [tuple(mid[:i] + [v] + mid[i + 1:]) for v in off_step_probes(g, entry.channel_step, structure[i])]
     return out
 
 
@@ -148,37 +148,56 @@ def _overhead(target: Target, timing: Timing) -> float:
 
 
 def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], gm: Any,
-             space: Any, target: Target, variants: int, seed: int, timing: Timing, name: str | None,
+             space: Any, target: Target, counts: tuple[int, int], seed: int, timing: Timing, name: str | None,
              progress: bool) -> int:
-    """Fit measured ~ scale * sum(blocks) [+ weights] [+ offset] on the full model and random
-    variants, each measured next to the unpruned model so that machine drift cancels."""
-    pred = Predictor(table, gm, inputs, space=space)
-    record = table.models.setdefault(pred.key, {"name": name or type(model).__name__,
-                                                "inputs": [list(t.shape) for t in inputs], "variants": []})
+    """Fit measured ~ scale * sum(blocks) [+ weights] [+ offset] on the full model, random
+    on-step variants and the smallest reachable model, each measured next to the unpruned model
+    so that machine drift cancels;
+    then measure off-step variants (any channel counts) the same way, kept out of the fit, to
+    say how far off the correction is there."""
+    key = Predictor(table, gm, inputs, space=space).key
+    record = table.models.setdefault(key, {"name": name or type(model).__name__,
+                                           "inputs": [list(t.shape) for t in inputs], "variants": []})
     rng = np.random.default_rng(seed)
-    have = len(record["variants"])
-    plans = [space.full_widths()] + [space.random_widths(rng, 0.25, 1.0) for _ in range(variants)]
-    smalls = {i: rewrite(gm, space, w, "l1", inputs) for i, w in enumerate(plans) if i >= have}
+    # the smallest reachable model anchors the fit at the low end, where budgets are judged
+    # feasible and the tightest ones land; random variants alone leave it to extrapolation
+    plans = [space.full_widths()] + [space.random_widths(rng, 0.25, 1.0) for _ in range(counts[0])]
+    plans += [space.floor_widths()] if counts[0] else []
+    off_space = analyze(gm, channel_step=1)
+    off_plans = [off_space.random_widths(rng, 0.25, 1.0) for _ in range(counts[1])]
+    runs = [(record["variants"], space, plans), (record.setdefault("off_step", []), off_space, off_plans)]
+    todo = [(done, sp, w) for done, sp, ws in runs for w in ws[len(done):]]
+    smalls = [rewrite(gm, sp, w, "l1", inputs) for _, sp, w in todo]
     if smalls and hasattr(target, "prepare"):
-        target.prepare([(m, inputs) for m in smalls.values()])
-    todo = list(enumerate(plans))[have:]
+        target.prepare([(m, inputs) for m in smalls])
     if todo:
-        full = smalls[0] if 0 in smalls else rewrite(gm, space, None)
-        full = target.build(full, inputs)
-    for i, widths in tqdm(todo, desc="end-to-end variants", disable=not progress or not todo, dynamic_ncols=True):
+        full = target.build(rewrite(gm, space, None), inputs)
+    predictors = {id(sp): Predictor(table, gm, inputs, space=sp) for sp in (space, off_space)}
+    for (done, sp, widths), small in tqdm(list(zip(todo, smalls)), desc="end-to-end variants",
+                                          disable=not progress or not todo, dynamic_ncols=True):
         ref = target.measure(full, timing)  # the unpruned model beside each variant: drift cancels
-        stats = target.measure(target.build(smalls[i], inputs), timing)
-        record["variants"].append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
-                                   "unpruned_beside_ms": round(ref.median_ms, 6)})
-    x = np.array([v["features"] for v in record["variants"]])
-    # each variant relative to the unpruned model measured beside it, on the scale of the latter's median
-    beside = np.array([v["unpruned_beside_ms"] for v in record["variants"]])
-    y = np.array([v["measured"]["median_ms"] for v in record["variants"]]) / beside * np.median(beside)
+        stats = target.measure(target.build(small, inputs), timing)
+        done.append({"features": predictors[id(sp)].features(widths).round(6).tolist(), "measured": stats.to_dict(),
+                     "unpruned_beside_ms": round(ref.median_ms, 6)})
+    x, y = _relative(record["variants"])
     coef, form, loo = fit_correction(x, y)
     record["correction"] = {"form": form, "coef": [round(float(c), 8) for c in coef]}
     record["fit_error_pct"] = {"loo_median_abs": round(float(np.median(loo)), 3),
                                "loo_max_abs": round(float(np.max(loo)), 3)}
-    return len(plans) - have
+    if record["off_step"]:
+        x, y = _relative(record["off_step"])
+        err = np.abs(x @ coef - y) / y * 100
+        record["off_step_error_pct"] = {"median_abs": round(float(np.median(err)), 3),
+                                        "max_abs": round(float(np.max(err)), 3), "n": int(len(err))}
+    return len(todo)
+
+
+def _relative(variants: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Features and measured ms, each variant relative to the unpruned model measured beside
+    it, on the scale of the latter's median."""
+    x = np.array([v["features"] for v in variants])
+    beside = np.array([v["unpruned_beside_ms"] for v in variants])
+    return x, np.array([v["measured"]["median_ms"] for v in variants]) / beside * np.median(beside)
 
 
 _FORMS = {"scale": [0], "scale+offset": [0, 2], "scale+weights+offset": [0, 1, 2]}

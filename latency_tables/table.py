@@ -24,7 +24,7 @@ from compiler.core.rules import ENGINE_FUSES
 from compiler.core.space import PruningSpace, Widths
 
 from .errors import TableError
-from .grid import bracket, on_step
+from .grid import bracket, on_step, residue_class
 from .predict import Predictor
 
 SCHEMA = "latprune.latency-table"
@@ -81,10 +81,11 @@ class _Compiled:
             self.ms[idx] = max(e.points[key][0] - overhead_ms, 0.0)
         self.penalty = [self._penalty(e, i, overhead_ms) for i in range(len(e.grid))]
 
-    def _penalty(self, e: Entry, i: int, overhead_ms: float) -> float:
-        """Measured off-step latency over the on-step latency just above it (>= 1 only if
-        the hardware really pays; a penalty below 1 is kept as measured)."""
-        ratios = []
+    def _penalty(self, e: Entry, i: int, overhead_ms: float) -> dict[int, float]:
+        """Per residue class of var i (grid.residue_class): measured off-step latency over the
+        on-step latency just above it (>= 1 only if the hardware really pays; a penalty below
+        1 is kept as measured)."""
+        ratios: dict[int, list[float]] = {}
         for key, stats in e.points.items():
             if key[i] % e.channel_step and key[i] not in e.grid[i] and all(
                     key[j] in e.grid[j] for j in range(len(key)) if j != i):
@@ -92,8 +93,18 @@ class _Compiled:
                 up[i] = -(-key[i] // e.channel_step) * e.channel_step
                 base = self._at(tuple(up))
                 if base > 0:
-                    ratios.append(max(stats[0] - overhead_ms, 0.0) / base)
-        return float(np.median(ratios)) if ratios else 1.0
+                    ratios.setdefault(residue_class(key[i], e.channel_step), []).append(
+                        max(stats[0] - overhead_ms, 0.0) / base)
+        return {c: float(np.median(r)) for c, r in ratios.items()}
+
+    def _penalty_at(self, i: int, v: int) -> float:
+        """The penalty of var i's measured class nearest v's (in powers of two; the lower on a
+        tie); 1 where no off-step count was measured."""
+        pens = self.penalty[i]
+        if not pens:
+            return 1.0
+        c = residue_class(v, self.channel_step)
+        return pens[min(pens, key=lambda m: (abs(np.log2(m) - np.log2(c)), m))]
 
     def _at(self, values: Sequence[float]) -> float:
         corners = [bracket(g, v) for g, v in zip(self.grid, values)]
@@ -113,7 +124,7 @@ class _Compiled:
             u, off = on_step(int(v), g, self.channel_step)
             looked.append(u)
             if off:
-                pen *= self.penalty[i]
+                pen *= self._penalty_at(i, int(v))
         return self._at(looked) * pen
 
 
@@ -190,7 +201,8 @@ class LatencyTable:
         n_points = sum(len(e.points) for e in self.entries.values())
         complete = sum(1 for e in self.entries.values() if not e.missing())
         fits = {k: {"name": m.get("name"), "variants": len(m.get("variants", [])),
-                    **m.get("correction", {}), **m.get("fit_error_pct", {})} for k, m in self.models.items()}
+                    **m.get("correction", {}), **m.get("fit_error_pct", {}), "off_step": m.get("off_step_error_pct")}
+                for k, m in self.models.items()}
         return {"fingerprint": self.fingerprint, "timing": self.timing, "step": self.channel_step,
                 "overhead_ms": self.overhead_ms, "entries": len(self.entries),
                 "complete_entries": complete, "points": n_points,

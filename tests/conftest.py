@@ -37,5 +37,5 @@ def tiny_table(tmp_path_factory) -> Path:
     """A coarse onnxruntime-cpu table for cli_models.tiny, profiled once per test session."""
     path = tmp_path_factory.mktemp("tiny_table") / "tiny.json"
     assert main(["profile", TINY_MODEL, "--input-shape", TINY_SHAPE, "--out", str(path), "--grid-points", "2",
-                 "--variants", "2", "--quiet"]) == 0
+                 "--variants", "2", "--off-step-variants", "0", "--quiet"]) == 0
     return path

@@ -21,26 +21,27 @@ TINY = "tests/cli_models.py:tiny"
 def test_profile_then_inspect(tmp_path) -> None:
     out = tmp_path / "t.json"
     r = latprune("profile", TINY, "--input-shape", "1,3,16,16", "--out", str(out), "--grid-points", "3",
-                  "--variants", "2", "--json", "--quiet")
+                  "--variants", "2", "--off-step-variants", "2", "--json", "--quiet")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["measured_points"] > 0 and rep["fingerprint"]["target"] == "onnxruntime-cpu"
     r = latprune("inspect", str(out))
     assert r.returncode == 0, r.stderr
     assert "fingerprint: target=onnxruntime-cpu" in r.stdout and "leave-one-out" in r.stdout
+    assert "off the channel step: error median" in r.stdout and "over 2 variants" in r.stdout
     s = json.loads(latprune("inspect", str(out), "--json").stdout)
     assert s["entries"] == rep["entries"] and s["complete_entries"] == s["entries"]
     r = latprune("profile", TINY, "--input-shape", "1,3,16,16", "--out", str(out), "--threads", "2", "--quiet")
     assert r.returncode == 2 and "threads: table has 1, target has 2" in r.stderr and "Traceback" not in r.stderr
     r = latprune("profile", TINY, "--input-shape", "1,3,16,16", "--out", str(out), "--grid-points", "3",
-                 "--variants", "2")  # everything already measured: say so, no empty progress bar
+                 "--variants", "2", "--off-step-variants", "2")  # everything already measured: say so, no empty progress bar
     assert r.returncode == 0 and "are already measured" in r.stderr and "0pt" not in r.stderr, r.stderr
 
 
 def test_interrupted_profile_leaves_a_valid_table_and_resumes(tmp_path) -> None:
     out = tmp_path / "r20.json"
     args = ["profile", "compiler.models:resnet20", "--input-shape", "1,3,32,32", "--out", str(out),
-            "--save-every", "0.3", "--variants", "2", "--quiet", "--json"]
+            "--save-every", "0.3", "--variants", "2", "--off-step-variants", "0", "--quiet", "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.time() + 240
@@ -89,7 +90,7 @@ def test_profile_accepts_a_torch_export_file(tmp_path) -> None:
     x = torch.randn(1, 3, 16, 16)
     torch.export.save(torch.export.export(tiny(), (x,)), tmp_path / "tiny.pt2")
     r = latprune("profile", str(tmp_path / "tiny.pt2"), "--input-shape", "1,3,16,16", "--out",
-                 str(tmp_path / "t.json"), "--grid-points", "2", "--variants", "2", "--quiet")
+                 str(tmp_path / "t.json"), "--grid-points", "2", "--variants", "2", "--off-step-variants", "0", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "points measured" in r.stdout
 

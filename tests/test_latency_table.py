@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import latency_tables
-from latency_tables.grid import bracket, grid_values, off_step_probe, on_step
+from latency_tables.grid import bracket, grid_values, off_step_probes, on_step
 from latency_tables.profile import fit_correction
 from latency_tables.table import Entry, LatencyTable, TableError
 
@@ -32,8 +32,9 @@ def test_grid_values_are_on_step_and_include_full() -> None:
     assert g[-1] == 100 and all(v % 16 == 0 for v in g[:-1]) and len(g) <= 5
     assert grid_values(3, 3, 16) == [3]  # a frozen dim has one value
     assert all(v % 48 == 0 for v in grid_values(1, 960, math.lcm(16, 3))[:-1])  # a grouped conv steps by lcm(target step, groups)
-    assert off_step_probe([16, 64, 128], 16) == 128 - 8  # half a step below a middle on-step value
-    assert off_step_probe([3], 16) is None
+    assert off_step_probes([16, 64, 128], 16) == [120, 124, 122, 121]  # one per class: gcd 8, 4, 2, 1
+    assert off_step_probes([3], 16) == []
+    assert all(v % 3 == 0 for v in off_step_probes([48, 96, 192], 16, 3))  # counts a 3-group conv can have
 
 
 def test_bracket_and_on_step() -> None:
@@ -54,10 +55,25 @@ def test_interpolation_keeps_the_staircase() -> None:
     for v in (16, 32, 64, 128):
         assert c([v]) == pytest.approx(staircase(v))  # exact on the grid
     assert c([96]) == pytest.approx(staircase(96))  # linear between on-step points: exact here
-    assert c.penalty[0] == pytest.approx(1.2)  # measured at the off-step probe
+    assert c.penalty[0] == {8: pytest.approx(1.2)}  # measured at the off-step probe, class gcd(56, 16) = 8
     for v in (40, 71, 100, 127):
         assert c([v]) == pytest.approx(staircase(v), rel=1e-6), v  # next step up x penalty
     assert c([127]) > c([128])  # an off-step count can be slower than the next step: not smoothed away
+
+
+def test_off_step_penalty_follows_the_residue_class() -> None:
+    """An engine that keeps its fast kernel (padded) for counts that are multiples of 4 and
+    falls to a plain one, 3x slower, otherwise: each class is priced by its own probe."""
+    def engine(c: int) -> float:
+        return float(-(-c // 16)) * (1.0 if c % 16 == 0 else 1.1 if c % 4 == 0 else 3.0)
+
+    e = entry_from(engine, [16, 32, 64, 128], probes=tuple(off_step_probes([16, 32, 64, 128], 16)))
+    c = e.compile(overhead_ms=0.0)
+    assert set(c.penalty[0]) == {8, 4, 2, 1}
+    for v in (40, 44, 63, 71, 98, 127):
+        assert c([v]) == pytest.approx(engine(v), rel=1e-6), v
+    only_8 = entry_from(engine, [16, 32, 64, 128], probes=(56,)).compile(0.0)  # a table with one class
+    assert only_8([63]) == pytest.approx(only_8([60]))  # every off-step count priced by it, as before
 
 
 def test_overhead_is_subtracted_and_clamped() -> None:

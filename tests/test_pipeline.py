@@ -116,14 +116,15 @@ def test_options_are_one_dataclass_and_unknown_ones_are_named() -> None:
 @pytest.mark.slow
 def test_confirm_keeps_the_best_candidate_that_measures_within_budget(tiny_table, target, tmp_path,
                                                                       monkeypatch) -> None:
-    """The device has the last word: the search's best is made to measure 100x slow, so the
-    confirm pass times the next best and keeps it; the report lists what was tried."""
-    real, seen = target.measure, []
+    """The device has the last word: the search's best is made to measure 100x slow every time,
+    so the confirm pass times it again (up to 3 times in all), then times the next best and
+    keeps it; the report lists what was tried, with every time taken."""
+    real, slow = target.measure, []
 
     def measure(artifact, timing=targets.Timing()):
         stats = real(artifact, timing)
-        seen.append(stats.median_ms)
-        return dataclasses.replace(stats, median_ms=stats.median_ms * 100) if len(seen) == 1 else stats
+        slow[:] = slow or [artifact]  # the first engine confirm builds: the search's best
+        return dataclasses.replace(stats, median_ms=stats.median_ms * 100) if artifact is slow[0] else stats
 
     monkeypatch.setattr(target, "measure", measure)
     res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.99x", calib_data=_batches(), eval_fn=_score,
@@ -132,6 +133,7 @@ def test_confirm_keeps_the_best_candidate_that_measures_within_budget(tiny_table
     t = res.report["targets"]["onnxruntime-cpu"]
     tried = t["confirmed"]
     assert len(tried) >= 2 and not tried[0]["kept"] and tried[1]["kept"], tried
+    assert len(tried[0]["medians_ms"]) == 3 and tried[0]["measured_ms"] == min(tried[0]["medians_ms"])
     assert tried[0]["score"] >= tried[1]["score"] == pytest.approx(t["accuracy"]["adabn"])
     assert res.report["status"] == "ok" and t["predicted_ms"] == tried[1]["predicted_ms"]
 

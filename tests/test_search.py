@@ -152,7 +152,12 @@ def test_predictions_say_where_the_table_has_no_evidence() -> None:
     off = dict(on_step)
     g = space.prunable()[0]
     off[g.id] = on_step[g.id] - 1  # one group off the channel step
-    assert TABLE.predict(model(), X, off, with_error=True)[1] is None
+    assert TABLE.predict(model(), X, off, with_error=True)[1] is None  # no off-step variants measured
+    checked = copy.deepcopy(TABLE)
+    for record in checked.models.values():
+        record["off_step_error_pct"] = {"median_abs": 4.0, "max_abs": 30.0, "n": 6}
+    assert checked.predict(model(), X, off, with_error=True)[1] == pytest.approx(10.0)  # 2.5 x their median
+    assert checked.predict(model(), X, on_step, with_error=True)[1] == err  # on the step: leave-one-out
     unvalidated = copy.deepcopy(TABLE)
     unvalidated.models = {}  # blocks measured, but no end-to-end variants of this model
     assert unvalidated.predict(model(), X, on_step, with_error=True)[1] is None

@@ -15,6 +15,7 @@ staircase handling. Writes JSON after every case, atomically.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -31,6 +32,7 @@ import latency_tables  # noqa: E402
 import targets  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.models import mobilenet_v2_small, resnet20  # noqa: E402
+from latency_tables.grid import residue_class  # noqa: E402
 from latency_tables.profile import MODEL_TIMING  # noqa: E402
 
 
@@ -60,9 +62,13 @@ def parse_case(case: str) -> tuple[str, int, int, int]:
     return name, (1 if name == "mobilenet_v2_small" else 3), int(hw), int(batch)
 
 
-def summarise(pred: np.ndarray, meas: np.ndarray, mac: np.ndarray) -> dict:
+def summarise(pred: np.ndarray, meas: np.ndarray, mac: np.ndarray, stated: np.ndarray | None = None) -> dict:
     err = (pred - meas) / meas * 100
+    known = stated[np.isfinite(stated)] if stated is not None else np.array([])
+    covered = np.abs(err[np.isfinite(stated)]) <= known if known.size else np.array([])
     return {
+        "stated_error_pct_median": float(np.median(known)) if known.size else None,
+        "within_stated_error": float(np.mean(covered)) if known.size else None,
         "n": int(len(err)),
         "within_5pct": float(np.mean(np.abs(err) <= 5)),
         "within_10pct": float(np.mean(np.abs(err) <= 10)),
@@ -74,23 +80,36 @@ def summarise(pred: np.ndarray, meas: np.ndarray, mac: np.ndarray) -> dict:
     }
 
 
+def one_probe(table: latency_tables.LatencyTable) -> latency_tables.LatencyTable:
+    """The table as if profiled with one off-step probe per dim, half a step off (as before
+    probes per residue class): every other off-step point dropped."""
+    t = copy.deepcopy(table)
+    for e in t.entries.values():
+        e.points = {k: v for k, v in e.points.items()
+                    if all(c in g or residue_class(c, e.channel_step) == e.channel_step // 2 for c, g in zip(k, e.grid))}
+    return t
+
+
 def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off: int, seed: int,
-             trials_note: str, grid_points: int, profile_variants: int) -> dict:
+             trials_note: str, grid_points: int, profile_variants: tuple[int, int]) -> dict:
     name, cin, hw, batch = parse_case(case)
     model = make(name).eval()
     x = torch.randn(batch, cin, hw, hw)
     t0 = time.perf_counter()
     table = latency_tables.profile(model, x, target, out=table_path, name=case, seed=seed,
-                                   grid_points=grid_points, variants=profile_variants)
+                                   grid_points=grid_points, variants=profile_variants[0],
+                                   off_step_variants=profile_variants[1])
     prof = table.last_profile
     gm = compiler.lower(model, x)
     rows = []
     noise = []
     full_pred = latency_tables.Predictor(table, gm, x)(None)
+    before = one_probe(table)
     full_engine = target.build(model, x)
     for multiple, count in ((target.channel_step, n), (1, n_off)):
         space = compiler.analyze(gm, channel_step=multiple)
         pred_fn = latency_tables.Predictor(table, gm, x, space=space)
+        pred_before = latency_tables.Predictor(before, gm, x, space=space)
         rng = np.random.default_rng(seed + 1000 + multiple)
         plans = [space.random_widths(rng, 0.25, 1.0) for _ in range(count)]
         smalls = [compiler.rewrite(gm, space, w, "l1", x) for w in plans]
@@ -102,7 +121,10 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
             stats = target.measure(engine, MODEL_TIMING)
             noise.append(ref)
             p = pred_fn(widths)
+            stated = pred_fn.error_pct(widths)
             rows.append({"on_step": multiple > 1, "predicted_ms": p, "measured_ms": stats.median_ms,
+                         "predicted_ms_one_probe": pred_before(widths),
+                         "stated_error_pct": float("nan") if stated is None else stated,
                          "measured_p10_ms": stats.p10_ms, "measured_p90_ms": stats.p90_ms,
                          "unpruned_measured_ms": ref, "predicted_ratio": p / full_pred,
                          "measured_ratio": stats.median_ms / ref, "macs": compiler.macs(small, x)})
@@ -120,8 +142,12 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
         "profile_seconds": round(prof.seconds, 1), "profile_points_measured": prof.measured_points,
         "profile_points_reused": prof.reused_points, "correction": full_model["correction"],
         "correction_fit_error_pct": full_model["fit_error_pct"],
-        "on_step": summarise(arr(on, "predicted_ms"), arr(on, "measured_ms"), arr(on, "macs")),
-        "off_step": summarise(arr(off, "predicted_ms"), arr(off, "measured_ms"), arr(off, "macs")) if off else None,
+        "on_step": summarise(arr(on, "predicted_ms"), arr(on, "measured_ms"), arr(on, "macs"),
+                             arr(on, "stated_error_pct")),
+        "off_step": summarise(arr(off, "predicted_ms"), arr(off, "measured_ms"), arr(off, "macs"),
+                              arr(off, "stated_error_pct")) if off else None,
+        "off_step_one_probe": summarise(arr(off, "predicted_ms_one_probe"), arr(off, "measured_ms"),
+                                        arr(off, "macs")) if off else None,
         "on_step_relative": summarise(arr(on, "predicted_ratio"), arr(on, "measured_ratio"), arr(on, "macs")),
         "off_step_relative": summarise(arr(off, "predicted_ratio"), arr(off, "measured_ratio"), arr(off, "macs"))
         if off else None,
@@ -131,6 +157,20 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
                                                     / np.median(noise) * 100)},
         "seconds": round(time.perf_counter() - t0, 1), "variants": rows, "note": trials_note,
     }
+
+
+def pooled(cases: list[dict]) -> dict:
+    """Every variant of every case together, on-step and off-step apart."""
+    out = {}
+    for name, on_step, key in (("on_step", True, "predicted_ms"), ("off_step", False, "predicted_ms"),
+                               ("off_step_one_probe", False, "predicted_ms_one_probe")):
+        rows = [r for c in cases for r in c["variants"] if r["on_step"] == on_step]
+        if rows:
+            def col(k: str) -> np.ndarray:
+                return np.array([r.get(k, np.nan) for r in rows], dtype=np.float64)
+            out[name] = summarise(col(key), col("measured_ms"), col("macs"),
+                                  col("stated_error_pct") if key == "predicted_ms" else None)
+    return out
 
 
 def main() -> None:
@@ -145,6 +185,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid-points", type=int, default=6)
     ap.add_argument("--profile-variants", type=int, default=12, help="variants the correction is fit on")
+    ap.add_argument("--profile-off-step-variants", type=int, default=6, help="off-step variants that check it")
     ap.add_argument("--table", type=Path, default=None, help="table file (default: build/tables/<target>.json)")
     ap.add_argument("--out", type=Path, default=Path("build/bench_latency_model.json"))
     args = ap.parse_args()
@@ -164,11 +205,9 @@ def main() -> None:
         if case in done:
             continue
         result["cases"].append(run_case(case, target, table_path, args.variants, args.off_step, args.seed,
-                                        f"options {opts}", args.grid_points, args.profile_variants))
-        for kind in ("on_step", "on_step_relative"):
-            on = [c[kind] for c in result["cases"]]
-            result["overall_" + kind] = {"within_10pct": float(np.mean([o["within_10pct"] for o in on])),
-                                         "within_5pct": float(np.mean([o["within_5pct"] for o in on]))}
+                                        f"options {opts}", args.grid_points,
+                                        (args.profile_variants, args.profile_off_step_variants)))
+        result["overall"] = pooled(result["cases"])
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
         print(json.dumps({k: v for k, v in result["cases"][-1].items() if k != "variants"}, indent=1))
 

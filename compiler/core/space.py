@@ -118,6 +118,10 @@ class PruningSpace:
         """Widths that keep everything: the unpruned model."""
         return {g.id: g.size for g in self.groups}
 
+    def floor_widths(self) -> Widths:
+        """Widths that keep the least each prunable group allows: the smallest reachable model."""
+        return {g.id: g.allowed()[0] for g in self.prunable()}
+
     def uniform_widths(self, ratio: float) -> Widths:
         """Uniform width scaling: every prunable group keeps `ratio` of its channels."""
         return {g.id: g.clamp(max(1, round(g.size * ratio))) for g in self.prunable()}
