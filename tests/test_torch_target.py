@@ -47,17 +47,24 @@ def test_cuda_without_a_gpu_is_a_clear_error_naming_the_way_out() -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "needs an NVIDIA GPU" in r.stderr, r.stderr
 
 
+SHAPE = "1,3,64,64"
+
+
 @pytest.mark.slow
 def test_compile_on_torch_cpu_end_to_end(tmp_path) -> None:
-    """Profile a table on torch-cpu, search, rewrite, emit the AOTInductor engine, verify it; the
-    emitted model.pt2 loads and matches the pruned model with no model code."""
+    """Profile a (coarse) table on torch-cpu, search, rewrite, emit the AOTInductor engine, verify
+    it; the emitted model.pt2 loads and matches the pruned model with no model code. At 64x64:
+    at 16x16 eager PyTorch is all per-op overhead and the smallest model is no faster."""
     rng = np.random.default_rng(0)
     data = tmp_path / "d.npz"
-    np.savez(data, x=rng.standard_normal((64, 3, 16, 16)).astype(np.float32), y=rng.integers(0, 10, 64))
-    out = tmp_path / "out"
-    r = latprune("compile", TINY_MODEL, "--input-shape", TINY_SHAPE, "--data", str(data), "--target", "torch-cpu",
-                 "--out", str(out), "--budget", "0.9x", "--evaluations", "3", "--tolerance", "1.0",
-                 "--safety-margin", "0", "--json", "--quiet", timeout=900)
+    np.savez(data, x=rng.standard_normal((64, 3, 64, 64)).astype(np.float32), y=rng.integers(0, 10, 64))
+    out, table = tmp_path / "out", tmp_path / "t.json"
+    r = latprune("profile", TINY_MODEL, "--input-shape", SHAPE, "--target", "torch-cpu", "--out", str(table),
+                 "--grid-points", "2", "--variants", "2", "--off-step-variants", "0", "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = latprune("compile", TINY_MODEL, "--input-shape", SHAPE, "--data", str(data), "--target", "torch-cpu",
+                 "--table", str(table), "--out", str(out), "--budget", "0.9x", "--evaluations", "3", "--confirm", "1",
+                 "--tolerance", "1.0", "--safety-margin", "0", "--json", "--quiet", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     t = json.loads(r.stdout)["targets"]["torch-cpu"]
     assert t["verify"]["outputs_match"] and t["verify"]["measured_ms"] > 0
@@ -66,7 +73,7 @@ def test_compile_on_torch_cpu_end_to_end(tmp_path) -> None:
     assert not [p.name for p in engine.parent.iterdir() if p.name.startswith(".")]  # written atomically
     loaded = torch._inductor.aoti_load_package(str(engine))  # the engine runs without the model's Python code
     pruned = compiler.load(t["files"]["pytorch"])
-    x = torch.randn(1, 3, 16, 16)
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         np.testing.assert_allclose(loaded(x.contiguous(memory_format=torch.channels_last)).numpy(), pruned(x).numpy(),
                                    rtol=1e-4, atol=1e-5)
