@@ -215,13 +215,21 @@ def _print_report(rep: dict[str, Any], args: argparse.Namespace) -> None:
     print(json.dumps(rep, indent=1, default=float) if args.json else summary(rep, Path(args.out)))
 
 
+def _measured(v: dict[str, Any]) -> str:
+    if "skipped" in v:
+        return "not measured (--no-verify)"
+    if "not_timed" in v:
+        return f"not measured (emulated device); outputs {'match' if v['outputs_match'] else 'differ'}"
+    return f"measured {v['measured_ms']:.4g} ms"
+
+
 def summary(rep: dict[str, Any], out: Path) -> str:
     """What a person wants after a build: latency, size and accuracy per target, what the search
     bought over uniform scaling, and which layers were pruned."""
     lines = []
     for name, t in rep["targets"].items():
         v, acc = t["verify"], t["accuracy"]
-        measured = "not measured (--no-verify)" if "skipped" in v else f"measured {v['measured_ms']:.4g} ms"
+        measured = _measured(v)
         margin = f" (searched under {t['search_limit_ms']:.4g} ms: {t['safety_margin']:.1%} safety margin)" \
             if t.get("safety_margin") else ""
         lines.append(f"{name}: budget {t['budget']} = {t['budget_ms']:.4g} ms{margin}; predicted {t['predicted_ms']:.4g} ms, "

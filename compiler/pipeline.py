@@ -290,10 +290,13 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
         raise BadInputError(f"{len(tables)} latency tables for {len(targets_)} targets: give one per target, "
                             "in --target order, or none (each target's table is profiled into the cache)")
     for t, tbl in zip(targets_, tables):
+        if not t.can_measure and tbl is None and t.can_run:
+            raise BadInputError(f"{t.name}'s device is emulated: timings there say nothing about a real board, so "
+                                "it cannot be profiled on; give --table with a table measured on the board")
         if not t.can_measure and tbl is None:
             raise BadInputError(f"{t.name} has no device attached to profile on: give --rpc HOST:PORT (or "
                                 "--rpc-tracker/--rpc-key), or --table with a table measured on the device")
-        if not t.can_measure and opt.verify_engines:
+        if not t.can_run and opt.verify_engines:
             raise BadInputError(f"{t.name} has no device attached to verify the engine on: give --rpc HOST:PORT "
                                 "(or --rpc-tracker/--rpc-key), or --no-verify to emit the engine unmeasured")
     inputs = as_inputs(example_inputs)
@@ -334,7 +337,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
                     _timed(ctx, name, run)
                 first = first or (ctx.pruned, ctx.result.best.widths)
             report["seconds"]["total"] = time.perf_counter() - t_start
-            report["status"] = "verification_failed" if ctx.failures else "ok" if opt.verify_engines else "unverified"
+            report["status"] = _status(ctx, report)
             report["failures"] = ctx.failures
             atomic_write_text(ctx.stage / "report.json", json.dumps(report, indent=1, default=float) + "\n")
             atomic_write_text(ctx.stage / "report.html", render(report))
@@ -479,8 +482,10 @@ def _emit_pass(ctx: BuildContext) -> None:
 def _verify_pass(ctx: BuildContext) -> None:
     best = ctx.result.best
     if ctx.options.verify_engines:
+        untimed = None if ctx.target.can_measure else "the device is emulated: latency there says nothing about " \
+            "a real board, so only the outputs were checked"
         ctx.verification = verify(ctx.pruned, ctx.inputs, ctx.target, ctx.artifact, best.budget_ms, best.latency_ms,
-                                  ctx.options.tolerance, MODEL_TIMING)
+                                  ctx.options.tolerance, MODEL_TIMING, untimed)
         ctx.failures += _failures(ctx.target.name, ctx.verification)
     else:
         ctx.verification = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,
@@ -551,9 +556,19 @@ def _search_warnings(report: dict[str, Any], target: str, budget: str, res: Any)
                       "evaluation images (--eval-images)")
 
 
+def _status(ctx: BuildContext, report: dict[str, Any]) -> str:
+    """ok: every engine verified (latency and outputs); outputs_verified: some engine ran on an
+    emulated device, so its latency was not measured; unverified: --no-verify."""
+    if ctx.failures:
+        return "verification_failed"
+    if not ctx.options.verify_engines:
+        return "unverified"
+    return "outputs_verified" if any("not_timed" in t["verify"] for t in report["targets"].values()) else "ok"
+
+
 def _failures(name: str, check: dict[str, Any]) -> list[str]:
     out = []
-    if not check["within_budget"]:
+    if check["within_budget"] is False:
         out.append(f"{name}: measured {check['measured_ms']:.4g} ms is over the budget {check['budget_ms']:.4g} ms "
                    f"(+{check['tolerance']:.0%} for noise)")
     if not check["outputs_match"]:
@@ -569,7 +584,7 @@ def _cached(out_dir: Path, key: str) -> CompileResult | None:
         return None
     try:
         report = json.loads(path.read_text())
-        if report.get("build_key") != key or report.get("status") not in ("ok", "unverified"):
+        if report.get("build_key") != key or report.get("status") not in ("ok", "outputs_verified", "unverified"):
             return None
         files = [Path(f) for t in report["targets"].values() for f in t["files"].values()]
         first = next(iter(report["targets"].values()))

@@ -68,7 +68,7 @@ def render(report: dict[str, Any]) -> str:
              f"total {report['seconds']['total']:.1f} s</p>"]
     for name, t in report["targets"].items():
         v, acc = t["verify"], t["accuracy"]
-        measured = v["skipped"] if "skipped" in v else \
+        measured = v.get("skipped") or v.get("not_timed") or \
             f"{v['measured_ms']:.4g} ms (p10-p90 {v['measured_p10_ms']:.4g}-{v['measured_p90_ms']:.4g})"
         rows = [("budget", f"{t['budget']} = {t['budget_ms']:.4g} ms"),
                 ("predicted / measured", f"{t['predicted_ms']:.4g} ms / {measured}"),

@@ -210,6 +210,12 @@ class Target(abc.ABC):
         """Whether this target's device is reachable to time (and run) engines on."""
         return True
 
+    @property
+    def can_run(self) -> bool:
+        """Whether engines can execute for their outputs: true where they can be timed, and on an
+        emulated device, whose timings mean nothing but whose outputs do."""
+        return self.can_measure
+
     def close(self) -> None:
         """Release remote sessions or devices; local targets hold nothing."""
 

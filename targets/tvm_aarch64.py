@@ -3,7 +3,8 @@
 The engine is an aarch64 shared library; it can only be timed on an ARM device reached
 through TVM RPC (`rpc` or `rpc_tracker` + `rpc_key`). Without one, builds and emitted
 artifacts still work, and measuring says what is missing. Tuning needs the device too:
-without RPC, blocks are built with their default schedules only when trials=0.
+without RPC, blocks are built with their default schedules only when trials=0. An emulated
+board (tools/arm_emulator.py) runs engines for their outputs; timing one is refused.
 """
 from __future__ import annotations
 
@@ -37,8 +38,13 @@ class TvmAarch64(TvmLlvm):
                               "HOST:PORT --rpc-key KEY, or --trials 0 to build untuned")
 
     @property
-    def can_measure(self) -> bool:
+    def can_run(self) -> bool:
         return self.remote
+
+    @property
+    def can_measure(self) -> bool:
+        """Only a real board's timings mean anything; an emulated one runs engines for their outputs."""
+        return self.remote and not self.emulated
 
     def target_dict(self) -> dict[str, Any]:
         return {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "mcpu": self.mcpu,
@@ -47,6 +53,9 @@ class TvmAarch64(TvmLlvm):
     def fingerprint(self) -> dict[str, Any]:
         fp = super().fingerprint()
         fp["device"] = fp["device"] if self.remote else "aarch64 (no device attached)"
+        if self.emulated:
+            fp["device"] += f" (emulated aarch64, {self.device_info().get('emulator', 'emulator')})"
+            fp["emulated"] = True
         return fp
 
     def ms_builder(self) -> Any:
@@ -75,6 +84,9 @@ class TvmAarch64(TvmLlvm):
     def measure(self, artifact: Artifact, timing: Timing = Timing()) -> LatencyStats:
         if artifact.handle is None:
             self.run(artifact)  # raises: says how to attach a device
+        if self.emulated:
+            raise TargetError(f"the device behind {self.rpc_tracker or self.rpc} is emulated: its timings say "
+                              "nothing about a real board; profile and time on the board (README, ARM boards)")
         return super().measure(artifact, timing)
 
 

@@ -8,6 +8,7 @@ runs locally, or on a TVM RPC server (`rpc`) or a free device of a tracker key
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ class TvmLlvm(Target):
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()  # -mcpu=native falls back silently
         self.channel_step = 16 if cpu_simd() == "avx512f" else 8
         self._session: Any = None
+        self._device_info: dict[str, Any] | None = None
 
     # ---- what makes this target ------------------------------------------------------
     def target_dict(self) -> dict[str, Any]:
@@ -277,8 +279,26 @@ class TvmLlvm(Target):
                                   "`python -m tvm.exec.rpc_server` on the device (or check the address)") from None
         return self._session
 
+    def device_info(self) -> dict[str, Any]:
+        """What the remote device declares of itself: tools/arm_rpc_server.py declares an
+        emulated board; a plain TVM RPC server (a real board) declares nothing."""
+        if not self.remote:
+            return {}
+        if self._device_info is None:
+            try:
+                info = json.loads(self.session().get_function("latprune.device_info")())
+                self._device_info = info if isinstance(info, dict) else {}
+            except (AttributeError, ValueError):  # no such function there: an ordinary server
+                self._device_info = {}
+        return self._device_info
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.device_info().get("emulated"))
+
     def close(self) -> None:
         self._session = None
+        self._device_info = None
 
 
 def _worker_init() -> Any:

@@ -2,9 +2,10 @@
 
 Markers (registered in pyproject.toml): `slow` (over ~10 s here: end-to-end builds, profiling,
 CLI subprocesses; the quick tier `pytest -m "not slow and not tvm"` leaves them out), `tvm`,
-`gpu`, `tensorrt` (need those installed or present). A test whose requirement is missing is
+`gpu`, `tensorrt`, `arm_emulator` (need those installed or present). A test whose requirement is missing is
 skipped with the reason, which `-ra` prints: nothing skips silently."""
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ MISSING = {
     "gpu": None if torch.cuda.is_available() else "no CUDA GPU on this machine: GPU tests run on a lent GPU machine",
     "tensorrt": None if importlib.util.find_spec("tensorrt") else
     "TensorRT is not installed (optional extra 'tensorrt')",
+    "arm_emulator": None if (shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")) and
+    shutil.which("apt-get") else "needs qemu-user and apt-get (tools/setup.sh installs qemu-user-static on Debian/Ubuntu)",
 }
 
 

@@ -13,11 +13,15 @@ import torch
 import torch.nn as nn
 
 import compiler
+import latency_tables
 
 TOL = 1e-4  # relative to the output scale; a slicing bug gives O(1)
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = f"{Path(__file__).parent / 'cli_models.py'}:tiny"  # absolute: tests may run in a scratch folder
 TINY_SHAPE = "1,3,16,16"
+MODEL = "compiler.models:mobilenet_v2_small_fmnist"  # a trained reference model, for end-to-end builds
+SHAPE = "1,1,28,28"
+SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"  # its shipped ORT table
 
 
 def latprune(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -17,13 +17,9 @@ import torch
 import compiler
 import latency_tables
 from compiler.data import split_train
-from helpers import latprune, latprune_async
+from helpers import MODEL, SHAPE, SHIPPED, latprune, latprune_async
 
 pytestmark = pytest.mark.slow  # CLI subprocesses and end-to-end builds: the quick tier leaves them out
-
-SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
-MODEL = "compiler.models:mobilenet_v2_small_fmnist"
-SHAPE = "1,1,28,28"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with latprune and its test dependencies (TVM included), and the ARM cross
-# compiler that the tvm-aarch64 target links with, and Fashion-MNIST (Debian package).
+# Create .venv with latprune and its test dependencies (TVM included), the ARM cross compiler
+# that the tvm-aarch64 target links with, qemu-user (tools/arm_emulator.py runs the aarch64
+# engine under it) and Fashion-MNIST (Debian package).
 # Idempotent and quick to re-run: apt waits for another package manager's lock instead of
 # failing, and the pip installs are skipped while pyproject.toml, this script and the Python
 # that made .venv are unchanged (a stamp in .venv records them).
@@ -17,10 +18,11 @@ apt_retry() {  # apt-get update takes the lists lock, which DPkg::Lock::Timeout 
   done
   return 1
 }
-if { ! command -v aarch64-linux-gnu-gcc >/dev/null || [ ! -d /usr/share/datasets/fashion-mnist ]; } && command -v apt-get >/dev/null; then
+if { ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64-static >/dev/null ||
+     [ ! -d /usr/share/datasets/fashion-mnist ]; } && command -v apt-get >/dev/null; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   apt_retry $SUDO apt-get "${APT[@]}" update
-  apt_retry $SUDO apt-get "${APT[@]}" install -y gcc-aarch64-linux-gnu dataset-fashion-mnist >/dev/null
+  apt_retry $SUDO apt-get "${APT[@]}" install -y gcc-aarch64-linux-gnu qemu-user-static dataset-fashion-mnist >/dev/null
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=$(cat pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)-$(.venv/bin/python -c 'import sys; print(sys.version.split()[0])')
