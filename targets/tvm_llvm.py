@@ -8,10 +8,12 @@ runs locally, or on a TVM RPC server (`rpc`) or a free device of a tracker key
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +138,6 @@ class TvmLlvm(Target):
     def _tune_missing(self, mods: Any, target: Any) -> None:
         """Tune only the tasks the database has no schedule for: a block (or the final engine)
         whose tasks were tuned while profiling builds straight from the database."""
-        import logging
-
         from tvm.s_tir import meta_schedule as ms
         from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
 
@@ -152,12 +152,13 @@ class TvmLlvm(Target):
                     missing.append(t)
         if not missing:
             return
-        contexts, weights = extracted_tasks_to_tune_contexts(missing, str(self.work_dir), seed=0,
-                                                             num_threads=self.threads)
-        ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(self.work_dir),
-                           max_trials_global=self.trials * len(contexts), max_trials_per_task=self.trials,
-                           num_trials_per_iter=min(self.trials, 64), builder=self.ms_builder(),
-                           runner=self.ms_runner(), database=db, cost_model=self.cost_model())
+        with _unnamed_log_handlers_aside():
+            contexts, weights = extracted_tasks_to_tune_contexts(missing, str(self.work_dir), seed=0,
+                                                                 num_threads=self.threads)
+            ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(self.work_dir),
+                               max_trials_global=self.trials * len(contexts), max_trials_per_task=self.trials,
+                               num_trials_per_iter=min(self.trials, 64), builder=self.ms_builder(),
+                               runner=self.ms_runner(), database=db, cost_model=self.cost_model())
 
     @staticmethod
     def cost_model() -> str:
@@ -299,6 +300,22 @@ class TvmLlvm(Target):
     def close(self) -> None:
         self._session = None
         self._device_info = None
+
+
+@contextlib.contextmanager
+def _unnamed_log_handlers_aside() -> Iterator[None]:
+    """meta-schedule rebuilds its loggers' config from the names of the handlers on its logger
+    and fails on an unnamed one (pytest's capture handlers land there after a first tuning run
+    in a process); such handlers are set aside while it sets up and tunes."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for h in unnamed:
+        logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in unnamed:
+            logger.addHandler(h)
 
 
 def _worker_init() -> Any:

@@ -148,6 +148,7 @@ def test_tvm_rpc_round_trip_on_loopback_server_and_tracker(tmp_path) -> None:
         np.testing.assert_allclose(tgt.run(art)[0], ref, rtol=1e-4, atol=1e-5)
         assert tgt.measure(art, QUICK).median_ms > 0
         assert tgt.fingerprint()["device"] == f"rpc:127.0.0.1:{server.port}"
+        assert tgt.device_info() == {} and not tgt.emulated  # a plain TVM server, as on a real board: timed
     finally:
         server.terminate()
     tracker = Tracker(host="127.0.0.1", silent=True, **ports())
