@@ -191,6 +191,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             max_evaluations=args.evaluations, seed=args.seed, tolerance=args.tolerance, force=args.force,
             safety_margin=args.safety_margin, confirm=args.confirm,
             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
+            screen_images=args.screen_images, rescore=args.rescore,
             shipped_tables=not args.no_shipped_tables, memory_limit=args.memory_limit, progress=not args.quiet,
             wait=not args.no_wait, check=args.check, dump_dir=args.dump_dir)
         result = run_compile(model, inputs, tgts, args.budget, table=args.table, calib_data=data, eval_fn=eval_fn,
@@ -307,6 +308,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adabn-batches", type=POSITIVE_INT, default=8,
                    help="training batches that re-estimate BN statistics per candidate (default 8)")
     p.add_argument("--eval-images", type=POSITIVE_INT, default=2000, help="held-out images that score candidates (default 2000)")
+    p.add_argument("--screen-images", type=COUNT, default=CompileOptions.screen_images,
+                   help="score every candidate first on this many held-out images after AdaBN on 2 batches, and "
+                        f"only the --rescore best on all of them (0: all in full; default {CompileOptions.screen_images})")
+    p.add_argument("--rescore", type=POSITIVE_INT, default=CompileOptions.rescore,
+                   help=f"candidates scored in full after screening (default {CompileOptions.rescore})")
     p.add_argument("--out", type=Path, default=Path("build/latprune"))
     p.add_argument("--table", type=Path, action="append",
                    help="use this latency table (one per --target, in order; default: profile into the cache)")

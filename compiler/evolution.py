@@ -22,7 +22,7 @@ from latency_tables import LatencyTable
 
 from .core.budget import Budget, check_feasible, parse_budget
 from .core.errors import BadInputError
-from .evaluate import EvalFn, Evaluator, materialize, top1, widths_key
+from .evaluate import EvalFn, Evaluator, Screen, materialize, top1, widths_key
 from .core.groups import analyze
 from .core.importance import Criterion, scores
 from .core.lower import lower
@@ -40,6 +40,7 @@ class Candidate:
     score: float
     origin: str  # uniform | random | mutation | crossover | full
     evaluation: int  # order in which it was evaluated
+    full_score: float | None = None  # the full score: = score without screening; when screening, only re-scored ones
 
 
 @dataclass
@@ -134,7 +135,9 @@ class _Search:
         if self.done() or self.seen(genes):
             return None
         w = self.g.widths(genes)
-        c = Candidate(w, self.latency(genes), self.evaluate(w), origin, len(self.archive))
+        score = self.evaluate(w)
+        c = Candidate(w, self.latency(genes), score, origin, len(self.archive),
+                      None if self.evaluate.screen else score)
         self.archive[widths_key(self.evaluate.space, w)] = c
         self.bar.update()
         self.bar.set_postfix_str(" ".join(f"{k}:{b.score:.4f}" for k, b in self.best().items() if b) or "-")
@@ -200,13 +203,26 @@ class _Search:
                 self.add(genes, "uniform")
 
     def uniform_baseline(self, ms: float) -> Candidate | None:
-        """The uniform candidate for a budget: from the archive, else evaluated now (outside it)."""
+        """The uniform candidate for a budget, fully scored: from the archive, else evaluated now
+        (outside it)."""
         genes = self.uniform(ms)
         if genes is None:
             return None
         w = self.g.widths(genes)
-        seen = self.archive.get(widths_key(self.evaluate.space, w))
-        return seen or Candidate(w, self.latency(genes), self.evaluate(w), "uniform", -1)
+        c = self.archive.get(widths_key(self.evaluate.space, w)) or \
+            Candidate(w, self.latency(genes), self.evaluate(w), "uniform", -1)
+        if c.full_score is None:
+            c.full_score = self.evaluate.full(w)
+        return c
+
+    def final(self, ms: float, rescore: int) -> Candidate | None:
+        """The best candidate under `ms` by full score. When screening, the `rescore` best by
+        screen score are scored in full first, and only they compete."""
+        ok = [c for c in self.archive.values() if c.latency_ms <= ms]
+        for c in sorted(ok, key=lambda c: (-c.score, c.latency_ms))[:rescore if self.evaluate.screen else 0]:
+            c.full_score = self.evaluate.full(c.widths)
+        scored = [c for c in ok if c.full_score is not None]
+        return max(scored, key=lambda c: (c.full_score, -c.latency_ms)) if scored else None
 
     def sample_random(self, budget_ms: float, band: float, tries: int = 2000) -> np.ndarray | None:
         """A random Widths whose latency falls in [budget * (1 - band), budget]."""
@@ -272,7 +288,10 @@ class _Search:
 class SearchOptions:
     """How the search runs. `channel_step` defaults to the table's. Evolution runs `iterations`
     generations of `population` children when given (MetaPruning's loop), at most
-    `max_evaluations` candidates either way; `time_budget_s` only cuts it short."""
+    `max_evaluations` candidates either way; `time_budget_s` only cuts it short. With
+    `screen_images`, every candidate is scored on that many held-out images after AdaBN on
+    `screen_adabn_batches` batches, and the `rescore` best per budget are scored in full before
+    one is picked (tools/bench_fitness.py: how well the cheap score ranks)."""
 
     strategy: str = "evolution"
     channel_step: int | None = None
@@ -285,6 +304,9 @@ class SearchOptions:
     mutation_prob: float = 0.2
     band: float = 0.1
     adabn_batches: int = 8
+    screen_images: int = 0
+    screen_adabn_batches: int = 2
+    rescore: int = 3
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -296,9 +318,18 @@ class SearchOptions:
             raise BadInputError(f"safety_margin must be 'auto' or a share in [0, 1), got {m!r}")
         if self.strategy not in STRATEGIES:
             raise BadInputError(f"unknown search strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        if self.max_evaluations < 1 or self.adabn_batches < 1:
-            raise BadInputError(f"max_evaluations and adabn_batches must be >= 1 "
-                                f"(got {self.max_evaluations}, {self.adabn_batches})")
+        counts = {"max_evaluations": self.max_evaluations, "adabn_batches": self.adabn_batches,
+                  "screen_adabn_batches": self.screen_adabn_batches, "rescore": self.rescore}
+        low = {k: v for k, v in counts.items() if not (isinstance(v, int) and v >= 1)}
+        if low or not (isinstance(self.screen_images, int) and self.screen_images >= 0):
+            raise BadInputError(f"{low or {'screen_images': self.screen_images}}: these must be integers >= 1 "
+                                "(screen_images >= 0; 0 scores every candidate in full)")
+
+    def screen(self, val: Iterable[Any] | None) -> Screen | None:
+        """The cheap first score on the first `screen_images` of the held-out batches `val`."""
+        if not self.screen_images or val is None:
+            return None
+        return Screen(top1(val, max_images=self.screen_images), min(self.screen_adabn_batches, self.adabn_batches))
 
     def evaluations(self) -> int:
         if self.iterations is None:
@@ -331,7 +362,7 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
     """Per-group channel counts that maximise `eval_fn` (after AdaBN on `calib_data`) with
     predicted latency under each budget; `eval_fn` may also be held-out (input, label) batches,
     scored by top-1. `options` (or keyword overrides of its fields) say how the search runs.
-    Deterministic for a seed."""
+    Deterministic for a seed. Screening (`screen_images`) needs `eval_fn` as batches."""
     opt = with_overrides(options or SearchOptions(), overrides)
     opt = replace(opt, channel_step=opt.channel_step or table.channel_step)
     opt.validate()
@@ -341,9 +372,13 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
     if fingerprint is not None:
         table.check_target(fingerprint, opt.force)
     predictor = table.predictor(gm, example_inputs, space=space)
-    return run_search(space, Evaluator(gm, space, scores(gm, space, opt.importance), materialize(
+    if opt.screen_images and callable(eval_fn):
+        raise BadInputError("screen_images scores candidates on a subset of held-out batches: give eval_fn as "
+                            "(input, label) batches, or screen_images=0 with an eval function")
+    evaluator = Evaluator(gm, space, scores(gm, space, opt.importance), materialize(
         calib_data, opt.adabn_batches, "calibration data"), eval_fn if callable(eval_fn) else top1(eval_fn),
-        Path(cache) if cache else None, cache_key), predictor, budgets, opt, table.device, time.perf_counter() - t0)
+        Path(cache) if cache else None, cache_key, None if callable(eval_fn) else opt.screen(eval_fn))
+    return run_search(space, evaluator, predictor, budgets, opt, table.device, time.perf_counter() - t0)
 
 
 def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[Widths | None], float],
@@ -373,13 +408,14 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
     finally:
         s.bar.close()
         evaluator.save()
-    best = s.best()
+    best = {label: s.final(limit, opt.rescore) for label, limit in limits}
     missing = [label for label, c in best.items() if c is None]
     if missing:
         raise BadInputError(f"the search found no candidate under budget {missing} within {len(s.archive)} "
                             "evaluations; allow more evaluations or a looser budget")
-    results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].score,
+    results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].full_score,
                             s.uniform_baseline(limit), limit, margin) for (label, ms), (_, limit) in zip(labelled, limits)]
+    evaluator.save()  # with the full scores of the re-scored candidates and the baselines
     stats = {"strategy": opt.strategy, "seed": opt.seed, "channel_step": opt.channel_step,
              "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
              "search_seconds": round(time.perf_counter() - t0, 3), **evaluator.stats()}

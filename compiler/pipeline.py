@@ -90,6 +90,8 @@ class CompileOptions:
     force: bool = False
     verify_engines: bool = True
     adabn_batches: int = 8
+    screen_images: int = 0
+    rescore: int = 3
     shipped_tables: bool = True
     memory_limit: str | int | None = "auto"
     safety_margin: float | str = "auto"
@@ -113,7 +115,8 @@ class CompileOptions:
 
     def search(self, channel_step: int | None = None) -> SearchOptions:
         return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.importance,
-                             max_evaluations=self.max_evaluations, adabn_batches=self.adabn_batches, seed=self.seed,
+                             max_evaluations=self.max_evaluations, adabn_batches=self.adabn_batches,
+                             screen_images=self.screen_images, rescore=self.rescore, seed=self.seed,
                              force=self.force, progress=self.progress, safety_margin=self.safety_margin)
 
 
@@ -257,6 +260,7 @@ class BuildContext:
     artifact: Artifact | None = None
     files: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    custom_metric: bool = False  # the user's eval_fn rather than top-1 on the held-out batches
     confirmed: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -325,7 +329,8 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
                                   "inputs": [list(t.shape) for t in inputs], "seed": opt.seed, "budget": spec.label,
                                   "data": data.source, "targets": {}, "seconds": {"lower": lowered_s},
                                   "passes": [name for name, _ in TARGET_PASSES], "warnings": []}
-        ctx = BuildContext(model, inputs, spec, data, eval_fn or top1(data.val), opt, cache, key, report, gm)
+        ctx = BuildContext(model, inputs, spec, data, eval_fn or top1(data.val), opt, cache, key, report, gm,
+                           custom_metric=eval_fn is not None)
         _dump(ctx, "lower")
         _timed(ctx, "evaluate_original", _evaluate_original)
         ctx.stage = _stage(out_dir)
@@ -398,9 +403,14 @@ def _search_pass(ctx: BuildContext) -> None:
     o, tgt = ctx.options, ctx.target
     predictor = ctx.table.predictor(ctx.gm, ctx.inputs, tgt.fingerprint(), o.force, space=ctx.space)
     calib = materialize(ctx.data.train, o.adabn_batches, "calibration data")
+    search = o.search(tgt.channel_step)
+    if o.screen_images and ctx.custom_metric:
+        _warn(ctx.report, "screen_images needs the held-out batches as the metric; with a custom eval_fn every "
+                          "candidate is scored in full")
     evaluator = Evaluator(ctx.gm, ctx.space, ctx.unit_scores, calib, ctx.metric,
-                          ctx.cache / "scores" / f"{ctx.key}-{tgt.name}.json", ctx.key)
-    ctx.result = run_search(ctx.space, evaluator, predictor, [ctx.spec], o.search(tgt.channel_step), ctx.table.device)
+                          ctx.cache / "scores" / f"{ctx.key}-{tgt.name}.json", ctx.key,
+                          None if ctx.custom_metric else search.screen(ctx.data.val))
+    ctx.result = run_search(ctx.space, evaluator, predictor, [ctx.spec], search, ctx.table.device)
     _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result)
     best = ctx.result.best
     if o.safety_margin == "auto" and predictor.error_pct() is None:
@@ -425,8 +435,8 @@ def _confirm_pass(ctx: BuildContext) -> None:
     if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
         return
     limit = best.budget_ms * (1 + o.tolerance)
-    pool = sorted((c for c in ctx.result.archive if c.latency_ms <= best.limit_ms),
-                  key=lambda c: (-c.score, c.latency_ms))[:o.confirm]
+    pool = sorted((c for c in ctx.result.archive if c.latency_ms <= best.limit_ms and c.full_score is not None),
+                  key=lambda c: (-c.full_score, c.latency_ms))[:o.confirm]  # fully scored ones (screening)
     tried: list[tuple[Candidate, fx.GraphModule, list[float]]] = []
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
@@ -436,8 +446,8 @@ def _confirm_pass(ctx: BuildContext) -> None:
         if stats.median_ms <= limit:
             break
     chosen, ctx.pruned, _ = tried[-1] if min(tried[-1][2]) <= limit else min(tried, key=lambda t: min(t[2]))
-    ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.score)
-    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": min(m), "medians_ms": m, "score": c.score,
+    ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.full_score)
+    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": min(m), "medians_ms": m, "score": c.full_score,
                       "kept": c is chosen} for c, _, m in tried]
 
 
@@ -502,7 +512,7 @@ def _report_pass(ctx: BuildContext) -> None:
         "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
                     "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order
         "uniform": None if best.uniform is None else {
-            "predicted_ms": best.uniform.latency_ms, "adabn": best.uniform.score,
+            "predicted_ms": best.uniform.latency_ms, "adabn": best.uniform.full_score,
             "ratio": round(sum(best.uniform.widths[g.id] for g in space.prunable())
                            / max(sum(g.size for g in space.prunable()), 1), 4)},
         "params": {"original": params(ctx.model), "pruned": params(ctx.pruned)},

@@ -151,13 +151,14 @@ def test_build_key_follows_the_eval_module_source(tmp_path, monkeypatch) -> None
 
 
 def test_unreadable_score_cache_is_rebuilt_with_a_warning(tmp_path) -> None:
-    from compiler.evaluate import Evaluator
+    from compiler.evaluate import CACHE_SCHEMA, Evaluator
 
     model, x = tiny(), torch.randn(1, 3, 16, 16)
     gm = compiler.lower(model, x)
     space = compiler.analyze(gm)
     cache = tmp_path / "scores.json"
-    for text in ("[1, 2]", '{"schema": "latprune.scores/1", "key": "k", "scores": {"a": "high"}}', "\x00\x01"):
+    damaged = json.dumps({"schema": CACHE_SCHEMA, "key": "k", "scores": {"a": "high"}, "full": {}})
+    for text in ("[1, 2]", damaged, "\x00\x01"):
         cache.write_text(text)
         with pytest.warns(UserWarning, match="unreadable; it is rebuilt"):
             ev = Evaluator(gm, space, np.ones(space.total_units), [x], lambda m: 1.0, cache, "k")

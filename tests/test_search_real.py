@@ -49,3 +49,26 @@ def test_search_on_real_data_meets_the_budget(data) -> None:
     assert best.score > 0.6  # ten candidates after AdaBN, no fine-tuning; chance is 0.1
     uniform = next(c for c in res.archive if c.origin == "uniform")
     assert best.score >= uniform.score
+
+
+def test_screening_scores_all_cheaply_and_picks_by_the_full_score(data) -> None:
+    """With screen_images, every candidate gets the cheap score, only the `rescore` best per
+    budget (and the uniform baseline) the full one, and the pick is the best full score."""
+    calib, val = data
+    model = reference("resnet20_fmnist")
+    kw = dict(budgets=["0.5x", "0.35x"], max_evaluations=10, population=6, seed=0, progress=False)
+    res = compiler.search(model, X, TABLE, calib, val, screen_images=200, rescore=2, **kw)
+    stats = res.stats
+    assert stats["evaluations"] == len(res.archive) == 10 and stats["screen"] == {"adabn_batches": 2}
+    rescored = [c for c in res.archive if c.full_score is not None]
+    assert 2 <= len(rescored) <= 2 * 2 + 2 and stats["full_evaluations"] <= 2 * 2 + 2  # + one uniform per budget
+    for r in res.results:
+        under = [c for c in rescored if c.latency_ms <= r.limit_ms]
+        assert r.score == max(c.full_score for c in under) and r.uniform.full_score is not None
+    gm = compiler.lower(model, X)
+    pruned = compiler.adabn(compiler.rewrite(gm, compiler.analyze(gm, channel_step=16), res.best.widths), calib)
+    assert compiler.top1(val)(pruned) == pytest.approx(res.best.score)  # the full score: the unscreened metric
+    plain = compiler.search(model, X, TABLE, calib, val, **kw)
+    assert all(c.full_score == c.score for c in plain.archive) and plain.stats["screen"] is None
+    with pytest.raises(compiler.BadInputError, match="screen_images"):
+        compiler.search(model, X, TABLE, calib, compiler.top1(val), screen_images=100, **kw)
