@@ -77,7 +77,7 @@ def main() -> None:
     val = [(xv[i:i + 500], yv[i:i + 500]) for i in range(0, args.eval_images, 500)]
     settings = {"full": (args.calib_batches, args.eval_images)}
     settings.update({s: tuple(int(v) for v in s.split("x")) for s in args.settings.split(",")})
-    metrics = {name: top1(_take(val, n)) for name, (_, n) in settings.items()}
+    metrics = {name: top1(val, max_images=n) for name, (_, n) in settings.items()}
     table = latency_tables.load(SHIPPED)
     result: dict[str, Any] = {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
                               "args": vars(args) | {"out": str(args.out)}, "models": {}}
@@ -115,16 +115,6 @@ def main() -> None:
     result["pooled"] = _pooled(result["models"], settings)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["pooled"], indent=1))
-
-
-def _take(val: list, n: int) -> list:
-    out, have = [], 0
-    for x, y in val:
-        if have >= n:
-            break
-        out.append((x[:n - have], y[:n - have]))
-        have += len(out[-1][1])
-    return out
 
 
 def _pooled(models: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
