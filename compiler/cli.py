@@ -25,6 +25,7 @@ from latency_tables.blocks import describe_key
 
 from .core.atomic import atomic_write_text
 from .core.errors import BadInputError, LatpruneError, VerificationError
+from .core.importance import IMPORTANCE
 from .core.serialize import load
 from .data import FASHION_MNIST
 from .dataspec import load_data, load_metric
@@ -188,7 +189,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         eval_fn = load_metric(args.eval)(data.val) if args.eval else None  # checked: a callable or exit 2
         options = CompileOptions(
             out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
-            max_evaluations=args.evaluations, seed=args.seed, tolerance=args.tolerance, force=args.force,
+            max_evaluations=args.evaluations, seed=args.seed,
+            importance=args.importance, reconstruct=args.reconstruct, sparsity_epochs=args.sparsity_train,
+            sparsity=args.sparsity, tolerance=args.tolerance, force=args.force,
             safety_margin=args.safety_margin, confirm=args.confirm,
             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
             screen_images=args.screen_images, rescore=args.rescore,
@@ -228,6 +231,10 @@ def summary(rep: dict[str, Any], out: Path) -> str:
     """What a person wants after a build: latency, size and accuracy per target, what the search
     bought over uniform scaling, and which layers were pruned."""
     lines = []
+    if sp := rep.get("sparsity"):
+        lines.append(f"sparsity training: {sp['epochs']} epochs at {sp['penalty']}: accuracy {sp['accuracy']:.4f}, "
+                     f"BN scales under 1e-2 {sp['scales_before']['share_below_1e-2']:.1%} -> "
+                     f"{sp['scales_after']['share_below_1e-2']:.1%}")
     for name, t in rep["targets"].items():
         v, acc = t["verify"], t["accuracy"]
         measured = _measured(v)
@@ -236,6 +243,7 @@ def summary(rep: dict[str, Any], out: Path) -> str:
         lines.append(f"{name}: budget {t['budget']} = {t['budget_ms']:.4g} ms{margin}; predicted {t['predicted_ms']:.4g} ms, "
                      f"{measured}; params {t['params']['pruned']:,}/{t['params']['original']:,}; accuracy "
                      f"{acc['original']:.4f} -> {acc['adabn']:.4f} (AdaBN)"
+                     + (f" -> {acc['reconstructed']:.4f} (refitted)" if acc.get("reconstructed") is not None else "")
                      + (f" -> {acc['finetuned']:.4f} (fine-tuned)" if acc["finetuned"] is not None else ""))
         u = t.get("uniform")
         if u:
@@ -319,6 +327,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="tables and search scores (default: beside --out)")
     p.add_argument("--finetune-epochs", type=NONNEG, default=0.0, help="KD fine-tune from the original (default 0)")
     p.add_argument("--strategy", default="evolution", choices=["evolution", "random"])
+    p.add_argument("--importance", default=CompileOptions.importance, choices=sorted([*IMPORTANCE, "slimming"]),
+                   help="which channels a width keeps: weight norms (l1, l2), BN scales (bn_gamma; slimming: after "
+                        "--sparsity-train), or the next layer's output on calibration data (thinet, lasso); default l1")
+    p.add_argument("--sparsity-train", type=NONNEG, default=0.0, metavar="EPOCHS",
+                   help="Network Slimming: train first with an L1 penalty on BatchNorm scales (default 0: off)")
+    p.add_argument("--sparsity", type=NONNEG, default=CompileOptions.sparsity, metavar="L",
+                   help=f"the penalty's weight (default {CompileOptions.sparsity})")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="refit the layers that read pruned channels by least squares before AdaBN")
     p.add_argument("--evaluations", type=POSITIVE_INT, default=60, help="candidates the search evaluates")
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--confirm", type=COUNT, default=3, metavar="N",

@@ -375,8 +375,8 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
     if opt.screen_images and callable(eval_fn):
         raise BadInputError("screen_images scores candidates on a subset of held-out batches: give eval_fn as "
                             "(input, label) batches, or screen_images=0 with an eval function")
-    evaluator = Evaluator(gm, space, scores(gm, space, opt.importance), materialize(
-        calib_data, opt.adabn_batches, "calibration data"), eval_fn if callable(eval_fn) else top1(eval_fn),
+    calib = materialize(calib_data, opt.adabn_batches, "calibration data")
+    evaluator = Evaluator(gm, space, scores(gm, space, opt.importance, calib), calib, eval_fn if callable(eval_fn) else top1(eval_fn),
         Path(cache) if cache else None, cache_key, None if callable(eval_fn) else opt.screen(eval_fn))
     return run_search(space, evaluator, predictor, budgets, opt, table.device, time.perf_counter() - t0)
 

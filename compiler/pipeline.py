@@ -10,6 +10,7 @@ in whole, so it never holds a half-written build.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import math
@@ -43,10 +44,11 @@ from .core.cost import macs, params
 from .core.errors import BadInputError, BusyError, VerificationError
 from .core.groups import analyze
 from .core.hashing import digest, json_text
-from .core.importance import scores
+from .core.importance import needs_data, scores
 from .core.lower import as_inputs, lower
 from .core.masking import invariant_error
 from .core.memory import check_fits
+from .core.reconstruct import reconstruct
 from .core.rules import RewriteError
 from .core.serialize import load
 from .core.space import PruningSpace, Widths
@@ -56,6 +58,7 @@ from .emit import emit, verify
 from .evaluate import EvalFn, Evaluator, materialize, score_of, top1
 from .evolution import Candidate, SearchOptions, SearchResult, run_search, with_overrides
 from .report import render
+from .slimming import scale_summary, sparsity_train
 
 REPORT_SCHEMA = "latprune.report/1"
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -77,7 +80,11 @@ class CompileOptions:
     `out_dir` is replaced only when latprune built it (or it is
     empty); concurrent builds into it queue on a lock (`wait=False`: BusyError at once).
     `check` asserts after the rewrite that the pruned model equals the masked original (on in
-    tests); `dump_dir` receives the graph and pruning space after every pass."""
+    tests); `dump_dir` receives the graph and pruning space after every pass. `importance` "thinet"
+    and "lasso" select channels on calibration data; `reconstruct` refits, by least squares, the
+    layers that read pruned channels before AdaBN (compiler.core.reconstruct). `sparsity_epochs` > 0
+    first trains the model with an L1 penalty `sparsity` on its BatchNorm scales (Network
+    Slimming, compiler.slimming); importance "slimming" ranks by those scales and requires it."""
 
     out_dir: str | Path = "build/latprune"
     cache_dir: str | Path | None = None
@@ -86,6 +93,9 @@ class CompileOptions:
     max_evaluations: int = 60
     seed: int = 0
     importance: str = "l1"
+    reconstruct: bool = False
+    sparsity_epochs: float = 0.0
+    sparsity: float = 1e-4
     tolerance: float = 0.03
     force: bool = False
     verify_engines: bool = True
@@ -105,16 +115,24 @@ class CompileOptions:
         {"out_dir", "cache_dir", "memory_limit", "progress", "wait", "check", "dump_dir"})
 
     def validate(self) -> None:
-        for name, value in (("finetune_epochs", self.finetune_epochs), ("tolerance", self.tolerance)):
+        for name, value in (("finetune_epochs", self.finetune_epochs), ("tolerance", self.tolerance),
+                            ("sparsity_epochs", self.sparsity_epochs), ("sparsity", self.sparsity)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise BadInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.importance == "slimming" and not self.sparsity_epochs > 0:
+            raise BadInputError("importance 'slimming' ranks channels by BatchNorm scales after sparsity training: "
+                                "give sparsity_epochs > 0 (CLI --sparsity-train EPOCHS), or use bn_gamma")
         self.search().validate()
+
+    def criterion(self) -> str:
+        """The importance criterion by its core name: Slimming ranks by BN scales (bn_gamma)."""
+        return "bn_gamma" if self.importance == "slimming" else self.importance
 
     def keyed(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_KEYED}
 
     def search(self, channel_step: int | None = None) -> SearchOptions:
-        return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.importance,
+        return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.criterion(),
                              max_evaluations=self.max_evaluations, adabn_batches=self.adabn_batches,
                              screen_images=self.screen_images, rescore=self.rescore, seed=self.seed,
                              force=self.force, progress=self.progress, safety_margin=self.safety_margin)
@@ -262,6 +280,8 @@ class BuildContext:
     verification: dict[str, Any] = field(default_factory=dict)
     custom_metric: bool = False  # the user's eval_fn rather than top-1 on the held-out batches
     confirmed: list[dict[str, Any]] = field(default_factory=list)
+    reconstructed: list[dict[str, Any]] | None = None
+    adabn_only: float | None = None  # with reconstruct: the accuracy without it, as the uniform baseline is scored
 
 
 def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], target: Target | Sequence[Target],
@@ -315,7 +335,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     t0 = time.perf_counter()
     gm = lower(model, inputs)
     lowered_s = time.perf_counter() - t0
-    check_fits(gm, opt.memory_limit, train_batch=len(data.train[0][0]), finetune=opt.finetune_epochs > 0)
+    check_fits(gm, opt.memory_limit, train_batch=len(data.train[0][0]), finetune=opt.finetune_epochs > 0 or opt.sparsity_epochs > 0)
     check_labels(data, _classes(gm))
     key = digest(*(json_text(part) for part in (
         model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_], spec.label,
@@ -333,6 +353,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
                            custom_metric=eval_fn is not None)
         _dump(ctx, "lower")
         _timed(ctx, "evaluate_original", _evaluate_original)
+        _timed(ctx, "sparsity", _sparsity_pass)
         ctx.stage = _stage(out_dir)
         first: tuple[fx.GraphModule, Widths] | None = None
         try:
@@ -384,6 +405,18 @@ def _evaluate_original(ctx: BuildContext) -> None:
     ctx.base_score = score_of(ctx.metric, ctx.model)
 
 
+def _sparsity_pass(ctx: BuildContext) -> None:
+    """With options.sparsity_epochs: Network Slimming's sparsity training of the lowered graph;
+    every target's search and rewrite start from it (the original stays the fine-tune's teacher)."""
+    o = ctx.options
+    if o.sparsity_epochs <= 0:
+        return
+    before = scale_summary(ctx.gm)
+    ctx.gm = sparsity_train(ctx.gm, ctx.data.train, o.sparsity_epochs, o.sparsity, seed=o.seed, progress=o.progress)
+    ctx.report["sparsity"] = {"epochs": o.sparsity_epochs, "penalty": o.sparsity, "scales_before": before,
+                              "scales_after": scale_summary(ctx.gm), "accuracy": score_of(ctx.metric, ctx.gm)}
+
+
 def _table_pass(ctx: BuildContext) -> None:
     o = ctx.options
     ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed = None, None, None, []
@@ -396,7 +429,9 @@ def _analyze_pass(ctx: BuildContext) -> None:
 
 
 def _importance_pass(ctx: BuildContext) -> None:
-    ctx.unit_scores = scores(ctx.gm, ctx.space, ctx.options.importance)
+    o = ctx.options
+    calib = materialize(ctx.data.train, o.adabn_batches, "calibration data") if needs_data(o.criterion()) else None
+    ctx.unit_scores = scores(ctx.gm, ctx.space, o.criterion(), calib)
 
 
 def _search_pass(ctx: BuildContext) -> None:
@@ -469,9 +504,25 @@ def _check_pass(ctx: BuildContext) -> None:
                            "(relative); please report this model to latprune")
 
 
+def _reconstruct_pass(ctx: BuildContext) -> None:
+    """With options.reconstruct: the least-squares refit, before AdaBN (the refit targets the
+    original layer outputs, which the original BN statistics match). The accuracy after AdaBN
+    alone is taken first on a copy, so the report compares like with like to the uniform baseline."""
+    o = ctx.options
+    ctx.reconstructed, ctx.adabn_only = None, None
+    if not o.reconstruct:
+        return
+    calib = materialize(ctx.data.train, o.adabn_batches, "calibration data")
+    ctx.adabn_only = score_of(ctx.metric, adabn(copy.deepcopy(ctx.pruned), calib))
+    keep = keep_mask(ctx.gm, ctx.space, ctx.result.best.widths, ctx.unit_scores)
+    ctx.reconstructed = reconstruct(ctx.gm, ctx.pruned, ctx.space, keep, calib, seed=o.seed)
+
+
 def _adabn_pass(ctx: BuildContext) -> None:
     adabn(ctx.pruned, ctx.data.train, max_batches=ctx.options.adabn_batches)
-    ctx.accuracy = {"original": ctx.base_score, "adabn": score_of(ctx.metric, ctx.pruned), "finetuned": None}
+    score = score_of(ctx.metric, ctx.pruned)
+    ctx.accuracy = {"original": ctx.base_score, "adabn": score if ctx.adabn_only is None else ctx.adabn_only,
+                    "reconstructed": None if ctx.adabn_only is None else score, "finetuned": None}
 
 
 def _finetune_pass(ctx: BuildContext) -> None:
@@ -508,6 +559,7 @@ def _report_pass(ctx: BuildContext) -> None:
         "fingerprint": tgt.fingerprint(), "table": ctx.table_path, "budget": ctx.spec.label, "budget_ms": best.budget_ms,
         "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": ctx.verification,
         "safety_margin": best.margin, "search_limit_ms": best.limit_ms, "confirmed": ctx.confirmed,
+        "reconstruct": ctx.reconstructed,
         "accuracy": ctx.accuracy, "widths": best.widths,
         "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
                     "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order
@@ -526,7 +578,8 @@ def _report_pass(ctx: BuildContext) -> None:
 CHECK_TOLERANCE = 1e-4  # relative to the output's scale; a slicing bug gives O(1)
 TARGET_PASSES: list[tuple[str, Callable[[BuildContext], None]]] = [
     ("table", _table_pass), ("analyze", _analyze_pass), ("importance", _importance_pass), ("search", _search_pass),
-    ("confirm", _confirm_pass), ("rewrite", _rewrite_pass), ("check", _check_pass), ("adabn", _adabn_pass),
+    ("confirm", _confirm_pass), ("rewrite", _rewrite_pass), ("check", _check_pass),
+    ("reconstruct", _reconstruct_pass), ("adabn", _adabn_pass),
     ("finetune", _finetune_pass), ("emit", _emit_pass), ("verify", _verify_pass), ("report", _report_pass)]
 
 

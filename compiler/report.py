@@ -61,6 +61,17 @@ def _bought(t: dict[str, Any]) -> str:
             f"predicted {u['predicted_ms']:.4g} ms) after AdaBN: {gain:+.4f}")
 
 
+def _refit(layers: list[dict[str, Any]]) -> str:
+    """One line on the reconstruct pass: layers refitted, their output error before and after."""
+    done = [r for r in layers if r.get("refitted")]
+    text = f"{len(done)} of {len(layers)} layers reading pruned channels refitted"
+    if done:
+        before, after = (sorted(r[k] for r in done)[len(done) // 2] for k in ("error_before", "error_after"))
+        text += f"; median relative output error {before:.3f} -> {after:.3f}"
+    skipped = [f"{r['layer']} ({r['skipped']})" for r in layers if "skipped" in r]
+    return text + (f"; kept as sliced: {', '.join(skipped)}" if skipped else "")
+
+
 def render(report: dict[str, Any]) -> str:
     esc = html.escape
     parts = [f"<h1>latprune compile: {esc(str(report['model']))}</h1>",
@@ -80,10 +91,16 @@ def render(report: dict[str, Any]) -> str:
                 ("search", f"{t['search']['stats']['candidates']} candidates, "
                            f"{t['search']['stats']['candidates_per_second']} /s"),
                 ("what the search bought", _bought(t))]
+        if t.get("reconstruct"):
+            rows.append(("least-squares refit", _refit(t["reconstruct"])))
         pareto, widths = _plots(t)
         parts += [f"<h2>{esc(name)}</h2><table>"] + [f"<tr><th align=left>{esc(k)}</th><td>{esc(x)}</td></tr>"
                                                     for k, x in rows] + ["</table>",
                   f'<img src="data:image/png;base64,{pareto}"> <img src="data:image/png;base64,{widths}">']
+    if sp := report.get("sparsity"):
+        parts.insert(2, f"<p>sparsity training (Network Slimming): {sp['epochs']} epochs, penalty {sp['penalty']}; "
+                        f"accuracy after it {sp['accuracy']:.4f}; BN scales under 1e-2: "
+                        f"{sp['scales_before']['share_below_1e-2']:.1%} before, {sp['scales_after']['share_below_1e-2']:.1%} after</p>")
     if report.get("warnings"):
         parts.insert(2, "<ul>" + "".join(f"<li><b>warning:</b> {esc(w)}</li>" for w in report["warnings"]) + "</ul>")
     parts += ["<h2>seconds per stage</h2><table>"] + [f"<tr><th align=left>{esc(k)}</th><td>{v:.2f}</td></tr>"

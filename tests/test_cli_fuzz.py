@@ -120,6 +120,9 @@ def cases(d: Path, table: Path) -> dict[str, tuple[list[str], int, str]]:
         "inspect missing": (["inspect", str(d / "missing.json")], 2, "cannot read"),
         "show a table": (["show", str(table)], 2, "not a readable latprune model"),
         "show missing": (["show", str(d / "missing.latprune")], 2, "no such file"),
+        "importance unknown": (compile_args(good, table, out, "--importance", "magic"), 2, "--importance"),
+        "slimming without sparsity training": (compile_args(good, table, out, "--importance", "slimming"), 2,
+                                               "sparsity-train"),
         "budget is words": (compile_args(good, table, out, "--budget", "fast"), 2, "cannot read latency budget"),
         "budget negative": (compile_args(good, table, out, "--budget=-1ms"), 2, "budget"),
         "budget under the floor": (compile_args(good, table, out, "--budget", "0.00001ms"), 3, "below the smallest"),
@@ -174,7 +177,7 @@ def test_malformed_inputs_get_one_clear_line_and_change_nothing(table, tmp_path,
 
 
 NUMERIC = ["--threads", "--trials", "--batch-size", "--adabn-batches", "--eval-images", "--finetune-epochs",
-           "--evaluations", "--tolerance"]
+           "--evaluations", "--tolerance", "--sparsity-train", "--sparsity"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

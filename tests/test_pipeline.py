@@ -165,3 +165,29 @@ def test_a_model_with_a_registered_op_builds_its_engine_without_a_latprune_file(
     assert any("no model.latprune written" in w and "ChannelScale" in w for w in res.report["warnings"])
     assert res.model.get_submodule("3").scale.shape[0] == t["widths"][next(
         g["id"] for g in t["groups"] if "_3" in g["layers"])]
+
+
+def test_a_data_driven_criterion_and_the_refit_run_in_a_compile(tiny_table, target, tmp_path) -> None:
+    """importance="thinet" reads the calibration batches; reconstruct refits before AdaBN, and the
+    report keeps the AdaBN-only accuracy (what the uniform baseline is scored by) beside it."""
+    data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,))) for b in _batches()],
+                                  val=[(b, torch.randint(0, 10, (16,))) for b in _batches()], source="test")
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=data,
+                           table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
+                           progress=False, importance="thinet", reconstruct=True)
+    t = res.report["targets"][target.name]
+    assert t["reconstruct"] and any(r.get("refitted") for r in t["reconstruct"]), t["reconstruct"]
+    assert t["accuracy"]["reconstructed"] is not None and t["accuracy"]["adabn"] is not None
+    assert "least-squares refit" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_slimming_trains_for_sparsity_before_the_search(tiny_table, target, tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()],
+                                  val=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()], source="test")
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=data,
+                           table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
+                           progress=False, importance="slimming", sparsity_epochs=2, sparsity=1.0)
+    sp = res.report["sparsity"]
+    assert sp["scales_after"]["median_abs"] < sp["scales_before"]["median_abs"]
+    assert res.report["seconds"]["sparsity"] > 0 and "sparsity training" in (tmp_path / "out" / "report.html").read_text()

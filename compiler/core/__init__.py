@@ -14,6 +14,7 @@ from .errors import (ArtifactError, BadInputError, BusyError, InfeasibleBudgetEr
 from .export import ExportError, export_onnx, onnx_bytes
 from .groups import analyze
 from .importance import IMPORTANCE, register_importance
+from .importance import scores as importance_scores
 from .lower import lower
 from .masking import invariant_error, masked_reference
 from .rules import PerChannel, Passthrough, Rule, register_rule
@@ -23,6 +24,6 @@ from .space import ChannelGroup, Member, PruningSpace, Widths
 __all__ = [
     "adabn", "keep_mask", "prune", "rewrite", "Budget", "parse_budget", "macs", "params", "ArtifactError",
     "BadInputError", "BusyError", "InfeasibleBudgetError", "LatpruneError", "LoweringError", "VerificationError",
-    "WidthsError", "ExportError", "export_onnx", "onnx_bytes", "analyze", "IMPORTANCE", "register_importance", "lower",
+    "WidthsError", "ExportError", "export_onnx", "onnx_bytes", "analyze", "IMPORTANCE", "register_importance", "importance_scores", "lower",
     "invariant_error", "masked_reference", "Rule", "PerChannel", "Passthrough", "register_rule", "load", "save", "ChannelGroup", "Member", "PruningSpace", "Widths",
 ]

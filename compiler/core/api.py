@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,22 +16,24 @@ from .space import PruningSpace, Widths
 
 
 def keep_mask(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
-              importance: str | Criterion | np.ndarray = "l1") -> np.ndarray:
+              importance: str | Criterion | np.ndarray = "l1", calib_data: Iterable[Any] | None = None) -> np.ndarray:
     """Which units survive `widths` under `importance` (a criterion's name, a callable, or unit
-    scores a caller already computed): the plan the rewrite applies."""
+    scores a caller already computed): the plan the rewrite applies. `calib_data`: training
+    batches, for the criteria that select on data (thinet, lasso)."""
     resolved = space.resolve(widths)
     if resolved == space.full_widths():
         return np.ones(space.total_units, dtype=bool)
-    unit_scores = importance if isinstance(importance, np.ndarray) else scores(gm, space, importance)
+    unit_scores = importance if isinstance(importance, np.ndarray) else scores(gm, space, importance, calib_data)
     return select(space, resolved, unit_scores)
 
 
 def rewrite(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
             importance: str | Criterion | np.ndarray = "l1",
-            example_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None) -> fx.GraphModule:
+            example_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+            calib_data: Iterable[Any] | None = None) -> fx.GraphModule:
     """Prune an already lowered and analysed graph; the result remembers its space and widths."""
     resolved = space.resolve(widths)
-    keep = keep_mask(gm, space, resolved, importance)
+    keep = keep_mask(gm, space, resolved, importance, calib_data)
     inputs = as_inputs(example_inputs) if example_inputs is not None else None
     pruned = apply(gm, space, keep, inputs)
     pruned.meta["latprune"] = {"space": space, "widths": resolved}
@@ -39,9 +42,10 @@ def rewrite(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
 
 def prune(model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
           widths: Widths | None, importance: str | Criterion = "l1", channel_step: int = 1,
-          leaf_modules: Iterable[str | type] = ()) -> fx.GraphModule:
+          leaf_modules: Iterable[str | type] = (), calib_data: Iterable[Any] | None = None) -> fx.GraphModule:
     """A smaller model with physically sliced parameters. `widths` maps group ids to channels
-    kept (clamped to each group's channel_step); None keeps everything."""
+    kept (clamped to each group's channel_step); None keeps everything. `calib_data`: training
+    batches, for importance "thinet" or "lasso"."""
     gm = lower(model, example_inputs, leaf_modules)
     space = analyze(gm, channel_step=channel_step)
-    return rewrite(gm, space, widths, importance, example_inputs)
+    return rewrite(gm, space, widths, importance, example_inputs, calib_data)

@@ -2,11 +2,14 @@
 
 A unit's score is aggregated over every weight that touches it: producer filters (output
 dim), consumer columns (input dim) and, for `bn_gamma`, the BatchNorm scales (Network
-Slimming). Criteria are pluggable: `register_importance(name, fn)` or pass a callable.
+Slimming). `thinet` and `lasso` (compiler.core.selection) read calibration data instead: a
+criterion with `needs_data = True` is called fn(gm, space, batches). Criteria are pluggable:
+`register_importance(name, fn)` or pass a callable.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch.fx as fx
@@ -67,19 +70,36 @@ def bn_gamma(gm: fx.GraphModule, space: PruningSpace) -> np.ndarray:
     return score
 
 
-IMPORTANCE: dict[str, Criterion] = {"l1": l1, "l2": l2, "bn_gamma": bn_gamma}
+from .selection import lasso, thinet  # noqa: E402  (they fall back to l1, defined above)
+
+IMPORTANCE: dict[str, Criterion] = {"l1": l1, "l2": l2, "bn_gamma": bn_gamma, "thinet": thinet, "lasso": lasso}
 
 
 def register_importance(name: str, fn: Criterion) -> None:
-    """Add a criterion: fn(gm, space) -> one score per unit (space.total_units), higher = keep."""
+    """Add a criterion: fn(gm, space) -> one score per unit (space.total_units), higher = keep;
+    fn(gm, space, batches) when fn.needs_data is true."""
     IMPORTANCE[name] = fn
 
 
-def scores(gm: fx.GraphModule, space: PruningSpace, importance: str | Criterion) -> np.ndarray:
+def needs_data(importance: str | Criterion) -> bool:
+    fn = importance if callable(importance) else IMPORTANCE.get(importance)
+    return bool(getattr(fn, "needs_data", False))
+
+
+def scores(gm: fx.GraphModule, space: PruningSpace, importance: str | Criterion,
+           batches: Iterable[Any] | None = None) -> np.ndarray:
+    """One score per unit; `batches` (training batches) for a criterion that reads data."""
     fn = importance if callable(importance) else IMPORTANCE.get(importance)
     if fn is None:
         raise BadInputError(f"unknown importance {importance!r}; choose one of {sorted(IMPORTANCE)} or pass a callable")
-    s = np.asarray(fn(gm, space), dtype=np.float64)
+    if getattr(fn, "needs_data", False):
+        if batches is None:
+            raise BadInputError(f"importance {importance!r} selects channels on calibration data: give training "
+                                "batches (compile and search pass their calib_data; with prune/rewrite, compute "
+                                f"compiler.importance_scores(gm, space, {importance!r}, batches) and pass those)")
+        s = np.asarray(fn(gm, space, batches), dtype=np.float64)
+    else:
+        s = np.asarray(fn(gm, space), dtype=np.float64)
     if s.shape != (space.total_units,):
         raise BadInputError(f"importance {importance!r} returned shape {s.shape}, expected ({space.total_units},)")
     return s
