@@ -334,8 +334,8 @@ def parser() -> argparse.ArgumentParser:
                    help="Network Slimming: train first with an L1 penalty on BatchNorm scales (default 0: off)")
     p.add_argument("--sparsity", type=NONNEG, default=CompileOptions.sparsity, metavar="L",
                    help=f"the penalty's weight (default {CompileOptions.sparsity})")
-    p.add_argument("--reconstruct", action="store_true",
-                   help="refit the layers that read pruned channels by least squares before AdaBN")
+    p.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=CompileOptions.reconstruct,
+                   help="refit the layers that read pruned channels by least squares before AdaBN (default on)")
     p.add_argument("--evaluations", type=POSITIVE_INT, default=60, help="candidates the search evaluates")
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--confirm", type=COUNT, default=3, metavar="N",

@@ -93,7 +93,7 @@ class CompileOptions:
     max_evaluations: int = 60
     seed: int = 0
     importance: str = "l1"
-    reconstruct: bool = False
+    reconstruct: bool = True
     sparsity_epochs: float = 0.0
     sparsity: float = 1e-4
     tolerance: float = 0.03

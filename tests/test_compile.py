@@ -84,7 +84,7 @@ def test_compile_emits_verified_engines_and_a_report(npz, table, tmp_path) -> No
     assert t["params"]["pruned"] < t["params"]["original"] and t["macs"]["pruned"] < t["macs"]["original"]
     acc = t["accuracy"]
     assert acc["original"] > 0.8 and acc["adabn"] > 0.3 and acc["finetuned"] is not None, (t["search"]["archive"], t["uniform"], t["budget_ms"], t["floor_ms"], t["full_ms"], acc)
-    assert {f"onnxruntime-cpu/{p}" for p in rep["passes"]} | {"lower", "evaluate_original", "total"} == set(rep["seconds"])
+    assert {f"onnxruntime-cpu/{p}" for p in rep["passes"]} | {"lower", "evaluate_original", "sparsity", "total"} == set(rep["seconds"])
     assert (out / "report.html").read_text().count("data:image/png;base64") == 2
     # the emitted artifacts: a reloadable pruned model, ONNX, and the ORT-optimised engine
     files = t["files"]

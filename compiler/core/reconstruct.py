@@ -129,7 +129,11 @@ def reconstruct(original: fx.GraphModule, pruned: fx.GraphModule, space: Pruning
         xs, ys = _rows(m, inp, target, rng)
         n_fit = int(len(xs) * (1 - HELD_OUT))
         w0 = _weights(m)
-        w = _fit(xs[:n_fit], ys[:n_fit], w0)
+        try:
+            w = _fit(xs[:n_fit], ys[:n_fit], w0)
+        except torch.linalg.LinAlgError as exc:  # a degenerate layer keeps its sliced weights; the build goes on
+            record["skipped"] = f"least squares failed ({exc})"
+            continue
         before, after = _error(xs[n_fit:], ys[n_fit:], w0), _error(xs[n_fit:], ys[n_fit:], w)
         record.update(rows=len(xs), error_before=round(before, 6), error_after=round(after, 6), refitted=after < before)
         if after < before:
