@@ -26,7 +26,7 @@ def _scales(model: nn.Module) -> list[torch.Tensor]:
             if (r := module_rule(m)) is not None and r.scale(m) is not None and isinstance(m.weight, nn.Parameter)]
 
 
-def sparsity_train(model: nn.Module, train: list[Batch], epochs: float, penalty: float = 1e-4, lr: float = 0.01,
+def sparsity_train(model: nn.Module, train: list[Batch], epochs: float, penalty: float = 0.03, lr: float = 0.01,
                    seed: int = 0, progress: bool = True) -> nn.Module:
     """A copy of `model` trained with an L1 penalty on its BatchNorm scales (see module docstring)."""
     if not _scales(model):

@@ -13,6 +13,10 @@ Wall seconds of selection and refit are recorded per run. Writes JSON and a PNG 
 
     .venv/bin/python tools/bench_methods.py --models resnet20_fmnist --torch-threads 1 \
         --out tools/results/bench_methods_resnet20_fmnist.json   (one process per model, both at once)
+
+The shipped results ran slimming@0.3 (it zeroed every scale) and, for MobileNetV2-small, a
+second run `--seeds 1 --criteria slimming@0.003,slimming@0.03 --plans-from` the first one's JSON
+(bench_methods_slimming_*.json), with the same widths.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from compiler.models import reference  # noqa: E402
 from compiler.slimming import scale_summary, sparsity_train  # noqa: E402
 
 SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
-CRITERIA = "l1,l2,bn_gamma,thinet,lasso,slimming@0.3"
+CRITERIA = "l1,l2,bn_gamma,thinet,lasso,slimming@0.03"
 
 
 def widths_plans(model: torch.nn.Module, gm: Any, space: Any, x: torch.Tensor, meter: Meter,
