@@ -120,7 +120,6 @@ def cases(d: Path, table: Path) -> dict[str, tuple[list[str], int, str]]:
         "inspect missing": (["inspect", str(d / "missing.json")], 2, "cannot read"),
         "show a table": (["show", str(table)], 2, "not a readable latprune model"),
         "show missing": (["show", str(d / "missing.latprune")], 2, "no such file"),
-        "importance unknown": (compile_args(good, table, out, "--importance", "magic"), 2, "--importance"),
         "slimming without sparsity training": (compile_args(good, table, out, "--importance", "slimming"), 2,
                                                "sparsity-train"),
         "budget is words": (compile_args(good, table, out, "--budget", "fast"), 2, "cannot read latency budget"),
@@ -187,3 +186,8 @@ NUMERIC = ["--threads", "--trials", "--batch-size", "--adabn-batches", "--eval-i
 def test_bad_numbers_are_usage_errors(flag, value, capsys) -> None:
     code, err = run(["compile", TINY, "--input-shape", SHAPE, "--data", "x.npz", flag + "=" + value], capsys)
     assert code == 2 and "Traceback" not in err and f"argument {flag}" in err, (flag, value, err)
+
+
+def test_an_unknown_importance_is_a_usage_error(capsys) -> None:
+    code, err = run(["compile", TINY, "--input-shape", SHAPE, "--data", "x.npz", "--importance", "magic"], capsys)
+    assert code == 2 and "Traceback" not in err and "argument --importance: invalid choice" in err, err
