@@ -16,6 +16,7 @@ import torch.fx as fx
 
 from .errors import BadInputError
 from .rules import module_rule
+from .selection import lasso_order, ranked, thinet_order
 from .space import PruningSpace, Widths
 
 Criterion = Callable[[fx.GraphModule, PruningSpace], np.ndarray]
@@ -70,8 +71,18 @@ def bn_gamma(gm: fx.GraphModule, space: PruningSpace) -> np.ndarray:
     return score
 
 
-from .selection import lasso, thinet  # noqa: E402  (they fall back to l1, defined above)
+def thinet(gm: fx.GraphModule, space: PruningSpace, batches: Iterable[Any]) -> np.ndarray:
+    """ThiNet's greedy reconstruction-error order on calibration data (compiler.core.selection)."""
+    return ranked(l1(gm, space), gm, space, batches, thinet_order)
 
+
+def lasso(gm: fx.GraphModule, space: PruningSpace, batches: Iterable[Any]) -> np.ndarray:
+    """LASSO channel selection's path order on calibration data (compiler.core.selection)."""
+    return ranked(l1(gm, space), gm, space, batches, lasso_order)
+
+
+thinet.needs_data = True
+lasso.needs_data = True
 IMPORTANCE: dict[str, Criterion] = {"l1": l1, "l2": l2, "bn_gamma": bn_gamma, "thinet": thinet, "lasso": lasso}
 
 

@@ -13,12 +13,13 @@ every candidate of the search (any width) selects from the same ranking:
   is how large a penalty it survives. Pair it with `reconstruct` (compiler.core.reconstruct)
   for the paper's least-squares refit of the consumers.
 
-Groups that no conv or linear reads (see contributions.py) fall back to L1 for their units.
+Groups that no conv or linear reads (see contributions.py) keep a fallback ranking (L1:
+compiler.core.importance registers `thinet` and `lasso` on top of this module).
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from .contributions import unit_contributions
 from .space import PruningSpace
 
 
-def _thinet_order(z: np.ndarray) -> np.ndarray:
+def thinet_order(z: np.ndarray) -> np.ndarray:
     """Scores 0..U-1: the greedy removal order (0 goes first). With the Gram matrix G, the
     error of removing T plus u is |r|^2 + 2 (Z^T r)_u + G_uu, and Z^T r moves by a column of G."""
     g = z.T @ z
@@ -45,7 +46,7 @@ def _thinet_order(z: np.ndarray) -> np.ndarray:
     return score
 
 
-def _lasso_order(z: np.ndarray) -> np.ndarray:
+def lasso_order(z: np.ndarray) -> np.ndarray:
     """Scores: the units ranked by the largest penalty from which on they stay in the LASSO
     fit of the full output; ties (never in the fit) by their contribution's norm."""
     y = z.sum(1)
@@ -65,25 +66,12 @@ def _lasso_order(z: np.ndarray) -> np.ndarray:
     return score
 
 
-def _ranked(gm: fx.GraphModule, space: PruningSpace, batches: Iterable[Any], order) -> np.ndarray:
-    from .importance import l1  # importance registers this module's criteria: import on call
-    score = l1(gm, space)
+def ranked(fallback: np.ndarray, gm: fx.GraphModule, space: PruningSpace, batches: Iterable[Any],
+           order: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Unit scores: `order` of each group's contributions, `fallback` for groups no consumer reads."""
+    score = fallback.copy()
     z = unit_contributions(gm, space, batches)
     for g in space.prunable():
         if g.id in z:
             score[g.unit_start:g.unit_start + g.units] = order(z[g.id])  # compared within a group only
     return score
-
-
-def thinet(gm: fx.GraphModule, space: PruningSpace, batches: Iterable[Any]) -> np.ndarray:
-    """ThiNet's greedy reconstruction-error order (see module docstring)."""
-    return _ranked(gm, space, batches, _thinet_order)
-
-
-def lasso(gm: fx.GraphModule, space: PruningSpace, batches: Iterable[Any]) -> np.ndarray:
-    """LASSO channel selection's path order (see module docstring)."""
-    return _ranked(gm, space, batches, _lasso_order)
-
-
-thinet.needs_data = True
-lasso.needs_data = True
