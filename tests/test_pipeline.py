@@ -28,6 +28,20 @@ def _score(model: torch.nn.Module) -> float:
         return float(model(torch.ones(1, 3, 16, 16)).abs().mean())
 
 
+@pytest.fixture(scope="module")
+def needs_pruning(tiny_table) -> float:
+    """A budget in ms midway between the tiny table's floor (every group at its narrowest) and
+    its unpruned prediction: it always needs pruning and is always reachable, however busy the
+    host was when the table was timed (a relative 0.7x fell under a floor timed at 77% of the
+    unpruned model on a busy CI host: for a 40 us model, fixed costs dominate)."""
+    table = latency_tables.load(tiny_table)
+    model, x = tiny(), torch.randn(1, 3, 16, 16)
+    space = compiler.analyze(compiler.lower(model, x), channel_step=table.channel_step)
+    narrowest = {**space.full_widths(), **{g.id: min(g.allowed()) for g in space.prunable()}}
+    predict = table.predictor(model, x, space=space)
+    return (predict(None) + predict(narrowest)) / 2
+
+
 @pytest.fixture
 def target():
     t = targets.get("onnxruntime-cpu", threads=1)
@@ -68,7 +82,7 @@ def test_each_analysis_runs_once_and_every_pass_is_timed(tiny_table, target, tmp
 
 
 @pytest.mark.slow
-def test_check_pass_catches_a_rewrite_that_slices_the_wrong_channels(tiny_table, target, tmp_path,
+def test_check_pass_catches_a_rewrite_that_slices_the_wrong_channels(tiny_table, needs_pruning, target, tmp_path,
                                                                      monkeypatch) -> None:
     """A planted bug (every slice keeps the first k channels, not the chosen ones) still gives a
     model that runs; only the masked-equivalence check notices."""
@@ -77,15 +91,15 @@ def test_check_pass_catches_a_rewrite_that_slices_the_wrong_channels(tiny_table,
         monkeypatch.setattr(module, "take", first_k)
     kw = dict(calib_data=_batches(), eval_fn=_score, table=str(tiny_table), max_evaluations=3, verify_engines=False,
               progress=False, importance="l2")
-    compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", out_dir=tmp_path / "a", **kw)  # unchecked
+    compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, out_dir=tmp_path / "a", **kw)  # unchecked
     with pytest.raises(rules.RewriteError, match="masked original"):
-        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", out_dir=tmp_path / "b", check=True, **kw)
+        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, out_dir=tmp_path / "b", check=True, **kw)
     assert not (tmp_path / "b").exists()
 
 
-def test_dump_dir_holds_the_graph_and_space_after_each_pass(tiny_table, target, tmp_path) -> None:
+def test_dump_dir_holds_the_graph_and_space_after_each_pass(tiny_table, needs_pruning, target, tmp_path) -> None:
     dump = tmp_path / "dump"
-    compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=_batches(), eval_fn=_score,
+    compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, calib_data=_batches(), eval_fn=_score,
                      table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
                      progress=False, dump_dir=dump)
     names = sorted(p.name for p in (dump / "onnxruntime-cpu").iterdir())
@@ -99,7 +113,7 @@ def test_dump_dir_holds_the_graph_and_space_after_each_pass(tiny_table, target, 
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "notes.txt").write_text("keep")
     with pytest.raises(compiler.BadInputError, match="did not write"):
-        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=_batches(), eval_fn=_score,
+        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, calib_data=_batches(), eval_fn=_score,
                          table=str(tiny_table), out_dir=tmp_path / "out2", dump_dir=tmp_path / "theirs")
 
 
@@ -167,12 +181,12 @@ def test_a_model_with_a_registered_op_builds_its_engine_without_a_latprune_file(
         g["id"] for g in t["groups"] if "_3" in g["layers"])]
 
 
-def test_a_data_driven_criterion_and_the_refit_run_in_a_compile(tiny_table, target, tmp_path) -> None:
+def test_a_data_driven_criterion_and_the_refit_run_in_a_compile(tiny_table, needs_pruning, target, tmp_path) -> None:
     """importance="thinet" reads the calibration batches; reconstruct refits before AdaBN, and the
     report keeps the AdaBN-only accuracy (what the uniform baseline is scored by) beside it."""
     data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,))) for b in _batches()],
                                   val=[(b, torch.randint(0, 10, (16,))) for b in _batches()], source="test")
-    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=data,
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, calib_data=data,
                            table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
                            progress=False, importance="thinet", reconstruct=True)
     t = res.report["targets"][target.name]
@@ -181,11 +195,11 @@ def test_a_data_driven_criterion_and_the_refit_run_in_a_compile(tiny_table, targ
     assert "least-squares refit" in (tmp_path / "out" / "report.html").read_text()
 
 
-def test_slimming_trains_for_sparsity_before_the_search(tiny_table, target, tmp_path) -> None:
+def test_slimming_trains_for_sparsity_before_the_search(tiny_table, needs_pruning, target, tmp_path) -> None:
     g = torch.Generator().manual_seed(0)
     data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()],
                                   val=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()], source="test")
-    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.7x", calib_data=data,
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, calib_data=data,
                            table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
                            progress=False, importance="slimming", sparsity_epochs=2, sparsity=1.0)
     sp = res.report["sparsity"]
