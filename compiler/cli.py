@@ -32,6 +32,8 @@ from .dataspec import load_data, load_metric
 from .models import CHECKPOINTS
 from .modelspec import example_inputs, load_model, parse_shape
 from .pipeline import CompileOptions, compile as run_compile, default_cache_dir
+from .report import resolutions
+from .resolution import Resized, check_resolutions
 
 
 def _number(kind: type, low: float, strict: bool = False) -> Any:
@@ -48,6 +50,17 @@ def _number(kind: type, low: float, strict: bool = False) -> Any:
 
 
 POSITIVE_INT, COUNT, NONNEG = _number(int, 1), _number(int, 0), _number(float, 0.0)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """--resolutions: comma-separated image sizes of at least 8 pixels, e.g. 24,20."""
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of sizes, e.g. 24,20") from None
+    if any(s < 8 for s in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: every size must be at least 8 pixels")
+    return sizes
 
 
 def _margin(text: str) -> float | str:
@@ -109,6 +122,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     inputs = example_inputs(args.input_shape)
     target = targets.get(args.target, **_target_options(args))
     try:
+        for r in check_resolutions(args.resolutions, inputs):
+            latency_tables.profile(Resized(model, r), inputs, target, out=args.out, grid_points=args.grid_points,
+                                   variants=args.variants, off_step_variants=args.off_step_variants, seed=args.seed,
+                                   name=f"{args.name or args.model}@{r}", force=args.force, progress=not args.quiet,
+                                   save_every_s=args.save_every, memory_limit=args.memory_limit)
         table = latency_tables.profile(model, inputs, target, out=args.out, grid_points=args.grid_points,
                                        variants=args.variants, off_step_variants=args.off_step_variants,
                                        seed=args.seed, name=args.name or args.model,
@@ -191,7 +209,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
             out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
             max_evaluations=args.evaluations, seed=args.seed,
             importance=args.importance, reconstruct=args.reconstruct, sparsity_epochs=args.sparsity_train,
-            sparsity=args.sparsity, tolerance=args.tolerance, force=args.force,
+            sparsity=args.sparsity, steps=args.steps, step_epochs=args.step_epochs, resolutions=args.resolutions,
+            tolerance=args.tolerance,
+            force=args.force,
             safety_margin=args.safety_margin, confirm=args.confirm,
             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
             screen_images=args.screen_images, rescore=args.rescore,
@@ -245,6 +265,12 @@ def summary(rep: dict[str, Any], out: Path) -> str:
                      f"{acc['original']:.4f} -> {acc['adabn']:.4f} (AdaBN)"
                      + (f" -> {acc['reconstructed']:.4f} (refitted)" if acc.get("reconstructed") is not None else "")
                      + (f" -> {acc['finetuned']:.4f} (fine-tuned)" if acc["finetuned"] is not None else ""))
+        if res := t.get("resolution"):
+            lines.append(f"  resolution {'x'.join(map(str, res['chosen']))} (native {'x'.join(map(str, res['native']))}): "
+                         + resolutions(res))
+        for s in t.get("steps", []):
+            lines.append(f"  step {s['step']}: budget {s['budget_ms']:.4g} ms, predicted {s['predicted_ms']:.4g} ms, "
+                         f"{s['kept']:.0%} of the channels kept, accuracy {s['accuracy']:.4f}")
         u = t.get("uniform")
         if u:
             lines.append(f"  uniform scaling at the same budget: {u['adabn']:.4f} after AdaBN (predicted "
@@ -296,6 +322,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--off-step-variants", type=COUNT, default=6,
                    help="random variants at any channel counts, measured to state the error off the channel step")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolutions", type=_sizes, default=(), metavar="R,R",
+                   help="also profile the model behind an input resize to each of these sizes (compile --resolutions)")
     p.add_argument("--name", help="model name recorded in the table")
     p.add_argument("--force", action="store_true", help="use/overwrite a table of another fingerprint")
     p.add_argument("--save-every", type=_number(float, 0.0, strict=True), default=5.0, metavar="SECONDS",
@@ -336,6 +364,14 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the penalty's weight (default {CompileOptions.sparsity})")
     p.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=CompileOptions.reconstruct,
                    help="refit the layers that read pruned channels by least squares before AdaBN (default on)")
+    p.add_argument("--steps", type=POSITIVE_INT, default=CompileOptions.steps, metavar="K",
+                   help="prune iteratively: K budgets from the unpruned latency down to --budget, each searched, "
+                        "rewritten, repaired and fine-tuned (default 1: one shot)")
+    p.add_argument("--step-epochs", type=NONNEG, default=CompileOptions.step_epochs, metavar="EPOCHS",
+                   help=f"KD fine-tune after each step but the last (default {CompileOptions.step_epochs})")
+    p.add_argument("--resolutions", type=_sizes, default=(), metavar="R,R",
+                   help="also search the model at these input sizes (resized in the engine), e.g. 24,20; the best "
+                        "under the budget wins (tables need these sizes: profile --resolutions)")
     p.add_argument("--evaluations", type=POSITIVE_INT, default=60, help="candidates the search evaluates")
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--confirm", type=COUNT, default=3, metavar="N",

@@ -39,9 +39,9 @@ from targets import Artifact, Target, settled
 from .core.adabn import adabn
 from .core.api import keep_mask, rewrite
 from .core.atomic import atomic_write_text, umask
-from .core.budget import Budget, parse_budget
+from .core.budget import Budget, parse_budget, schedule
 from .core.cost import macs, params
-from .core.errors import BadInputError, BusyError, VerificationError
+from .core.errors import BadInputError, BusyError, InfeasibleBudgetError, VerificationError
 from .core.groups import analyze
 from .core.hashing import digest, json_text
 from .core.importance import needs_data, scores
@@ -58,6 +58,7 @@ from .emit import emit, verify
 from .evaluate import EvalFn, Evaluator, materialize, score_of, top1
 from .evolution import Candidate, SearchOptions, SearchResult, run_search, with_overrides
 from .report import render
+from .resolution import Resized, check_resolutions
 from .slimming import scale_summary, sparsity_train
 
 REPORT_SCHEMA = "latprune.report/1"
@@ -84,7 +85,12 @@ class CompileOptions:
     and "lasso" select channels on calibration data; `reconstruct` refits, by least squares, the
     layers that read pruned channels before AdaBN (compiler.core.reconstruct). `sparsity_epochs` > 0
     first trains the model with an L1 penalty `sparsity` on its BatchNorm scales (Network
-    Slimming, compiler.slimming); importance "slimming" ranks by those scales and requires it."""
+    Slimming, compiler.slimming); importance "slimming" ranks by those scales and requires it.
+    `steps` K > 1 prunes iteratively: K-1 intermediate budgets (geometric from the unpruned
+    prediction to the budget), each searched, rewritten, refitted, AdaBN-recalibrated and
+    fine-tuned for `step_epochs` (KD from the original) before the final search starts from it.
+    `resolutions` (e.g. (24, 20)) also searches the model behind an input resize to each of
+    them (compiler.resolution), one search per resolution, and keeps the best under the budget."""
 
     out_dir: str | Path = "build/latprune"
     cache_dir: str | Path | None = None
@@ -96,6 +102,9 @@ class CompileOptions:
     reconstruct: bool = True
     sparsity_epochs: float = 0.0
     sparsity: float = 0.03  # tools/bench_methods.py: 0.3 for a quarter epoch zeroed every scale
+    steps: int = 1
+    step_epochs: float = 0.1
+    resolutions: tuple[int, ...] = ()
     tolerance: float = 0.03
     force: bool = False
     verify_engines: bool = True
@@ -116,9 +125,15 @@ class CompileOptions:
 
     def validate(self) -> None:
         for name, value in (("finetune_epochs", self.finetune_epochs), ("tolerance", self.tolerance),
-                            ("sparsity_epochs", self.sparsity_epochs), ("sparsity", self.sparsity)):
+                            ("sparsity_epochs", self.sparsity_epochs), ("sparsity", self.sparsity),
+                            ("step_epochs", self.step_epochs)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise BadInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and 1 <= self.steps <= 10):
+            raise BadInputError(f"steps must be a whole number from 1 (one-shot) to 10, got {self.steps!r}")
+        if self.resolutions and self.steps > 1:
+            raise BadInputError("resolutions and steps > 1 are not combined yet: choose one (iterative pruning "
+                                "at the native resolution, or a one-shot search over resolutions)")
         if self.importance == "slimming" and not self.sparsity_epochs > 0:
             raise BadInputError("importance 'slimming' ranks channels by BatchNorm scales after sparsity training: "
                                 "give sparsity_epochs > 0 (CLI --sparsity-train EPOCHS), or use bn_gamma")
@@ -167,7 +182,7 @@ def model_digest(gm: fx.GraphModule) -> str:
 
 def _table_for(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: Target, cache: Path,
                table: LatencyTable | str | Path | None, force: bool, shipped_tables: bool,
-               progress: bool) -> tuple[LatencyTable, str]:
+               progress: bool, resolutions: Sequence[int] = ()) -> tuple[LatencyTable, str]:
     if table is not None:
         t = latency_tables.load(table) if isinstance(table, (str, Path)) else table
         t.check_target(target.fingerprint(), force)
@@ -180,6 +195,8 @@ def _table_for(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: Targe
                 atomic_write_text(path, shipped.read_text())
                 break
     # a build searches on the channel step only, so its table needs no off-step check variants
+    for r in resolutions:  # each resolution's blocks (and the resize) into the same table
+        latency_tables.profile(Resized(model, r), inputs, target, out=path, off_step_variants=0, progress=progress)
     return latency_tables.profile(model, inputs, target, out=path, off_step_variants=0, progress=progress), str(path)
 
 
@@ -262,6 +279,7 @@ class BuildContext:
     key: str
     report: dict[str, Any]
     gm: fx.GraphModule
+    lowered: fx.GraphModule | None = None  # what every target starts from (after sparsity training)
     stage: Path = Path()
     base_score: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -282,6 +300,21 @@ class BuildContext:
     confirmed: list[dict[str, Any]] = field(default_factory=list)
     reconstructed: list[dict[str, Any]] | None = None
     adabn_only: float | None = None  # with reconstruct: the accuracy without it, as the uniform baseline is scored
+    goal: Budget | None = None  # the final search's budget: the user's, in ms once steps have pruned before it
+    full_ms: float | None = None  # the unpruned model's prediction, before any step
+    sizes: dict[str, int] = field(default_factory=dict)  # each group's unpruned width
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    native_predictor: Any = None  # with steps: the unpruned graph's predictor, which every step's graph is timed by
+    calib: list[Any] | None = None
+    resolutions: list[int] = field(default_factory=list)  # the allowed ones besides the native
+    resolution: dict[str, Any] | None = None  # with resolutions: what each one's search found
+    native_space: PruningSpace | None = None  # with resolutions: the native graph's space
+
+    def calibration(self) -> list[Any]:
+        """The first adabn_batches training batches: importance, search, steps and refit share them."""
+        if self.calib is None:
+            self.calib = materialize(self.data.train, self.options.adabn_batches, "calibration data")
+        return self.calib
 
 
 def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], target: Target | Sequence[Target],
@@ -308,6 +341,9 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     if opt.finetune_epochs > 0 and not data.labelled():
         raise BadInputError("fine-tuning needs labelled (input, label) training batches; give labels or "
                             "finetune_epochs=0")
+    if opt.steps > 1 and opt.step_epochs > 0 and not data.labelled():
+        raise BadInputError("iterative pruning fine-tunes between steps on labelled (input, label) training "
+                            "batches; give labels, or step_epochs=0 (CLI --step-epochs 0)")
     spec = parse_budget(budget)
     tables = list(table) if isinstance(table, (list, tuple)) else [table] * len(targets_)
     if len(tables) != len(targets_):
@@ -324,6 +360,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
             raise BadInputError(f"{t.name} has no device attached to verify the engine on: give --rpc HOST:PORT "
                                 "(or --rpc-tracker/--rpc-key), or --no-verify to emit the engine unmeasured")
     inputs = as_inputs(example_inputs)
+    resolutions = check_resolutions(opt.resolutions, inputs)
     out_dir = Path(opt.out_dir)
     cache = Path(opt.cache_dir) if opt.cache_dir else default_cache_dir(out_dir)
     if cache.exists() and not cache.is_dir():
@@ -335,7 +372,8 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     t0 = time.perf_counter()
     gm = lower(model, inputs)
     lowered_s = time.perf_counter() - t0
-    check_fits(gm, opt.memory_limit, train_batch=len(data.train[0][0]), finetune=opt.finetune_epochs > 0 or opt.sparsity_epochs > 0)
+    check_fits(gm, opt.memory_limit, train_batch=len(data.train[0][0]), finetune=opt.finetune_epochs > 0 or opt.sparsity_epochs > 0
+               or (opt.steps > 1 and opt.step_epochs > 0))
     check_labels(data, _classes(gm))
     key = digest(*(json_text(part) for part in (
         model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_], spec.label,
@@ -350,10 +388,11 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
                                   "data": data.source, "targets": {}, "seconds": {"lower": lowered_s},
                                   "passes": [name for name, _ in TARGET_PASSES], "warnings": []}
         ctx = BuildContext(model, inputs, spec, data, eval_fn or top1(data.val), opt, cache, key, report, gm,
-                           custom_metric=eval_fn is not None)
+                           custom_metric=eval_fn is not None, resolutions=resolutions)
         _dump(ctx, "lower")
         _timed(ctx, "evaluate_original", _evaluate_original)
         _timed(ctx, "sparsity", _sparsity_pass)
+        ctx.lowered = ctx.gm
         ctx.stage = _stage(out_dir)
         first: tuple[fx.GraphModule, Widths] | None = None
         try:
@@ -419,34 +458,137 @@ def _sparsity_pass(ctx: BuildContext) -> None:
 
 def _table_pass(ctx: BuildContext) -> None:
     o = ctx.options
-    ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed = None, None, None, []
+    ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed, ctx.steps = None, None, None, [], []
+    ctx.gm, ctx.goal, ctx.full_ms, ctx.native_predictor, ctx.resolution = ctx.lowered, ctx.spec, None, None, None
+    ctx.native_space = None
     ctx.table, ctx.table_path = _table_for(ctx.model, ctx.inputs, ctx.target, ctx.cache, ctx.table_given, o.force,
-                                           o.shipped_tables, o.progress)
+                                           o.shipped_tables, o.progress, ctx.resolutions)
 
 
 def _analyze_pass(ctx: BuildContext) -> None:
     ctx.space = analyze(ctx.gm, channel_step=ctx.target.channel_step)
+    ctx.sizes = {g.id: g.size for g in ctx.space.groups}
 
 
 def _importance_pass(ctx: BuildContext) -> None:
     o = ctx.options
-    calib = materialize(ctx.data.train, o.adabn_batches, "calibration data") if needs_data(o.criterion()) else None
+    calib = ctx.calibration() if needs_data(o.criterion()) else None
     ctx.unit_scores = scores(ctx.gm, ctx.space, o.criterion(), calib)
+
+
+class _AsNative:
+    """A step's graph predicted as the unpruned graph at the same widths (pruning keeps group ids):
+    the table's end-to-end correction and stated error are the unpruned model's, where the
+    intermediate graph, unseen by the table, would get neither and be mispredicted."""
+
+    def __init__(self, native: Any, space: PruningSpace) -> None:
+        if {g.id for g in space.groups} != {g.id for g in native.space.groups}:
+            raise RewriteError("a pruned graph's channel groups differ from the unpruned graph's; please report "
+                               "this model to latprune (or build with steps=1)")
+        self.native, self.space = native, space
+
+    def __call__(self, widths: Widths | None = None) -> float:
+        return self.native(self.space.full_widths() if widths is None else widths)
+
+    def error_pct(self, widths: Widths | None = None) -> float | None:
+        return self.native.error_pct(self.space.full_widths() if widths is None else widths)
+
+
+def _searched(ctx: BuildContext, budget: Budget, search: SearchOptions, scores_file: str) -> tuple[SearchResult, Any]:
+    """One search over ctx.gm and its space under `budget`, and the predictor it used: the
+    table's for that graph, or after iterative steps the unpruned graph's (_AsNative)."""
+    predictor = _AsNative(ctx.native_predictor, ctx.space) if ctx.native_predictor is not None else \
+        ctx.table.predictor(ctx.gm, ctx.inputs, ctx.target.fingerprint(), ctx.options.force, space=ctx.space)
+    calib = ctx.calibration()
+    evaluator = Evaluator(ctx.gm, ctx.space, ctx.unit_scores, calib, ctx.metric, ctx.cache / "scores" / scores_file,
+                          ctx.key, None if ctx.custom_metric else search.screen(ctx.data.val))
+    return run_search(ctx.space, evaluator, predictor, [budget], search, ctx.table.device), predictor
+
+
+def _steps_pass(ctx: BuildContext) -> None:
+    """With options.steps = K > 1, iterative pruning: K-1 intermediate budgets, geometric from the
+    unpruned prediction down to the user's, each searched, rewritten, refitted (with
+    reconstruct), AdaBN-recalibrated and fine-tuned for step_epochs by KD from the original. The
+    last step is the ordinary search, refit and AdaBN that follow, on the graph the steps left.
+    Every step's graph is timed as the unpruned one at its widths (_AsNative)."""
+    o, tgt = ctx.options, ctx.target
+    if o.steps <= 1:
+        return
+    ctx.native_predictor = ctx.table.predictor(ctx.gm, ctx.inputs, tgt.fingerprint(), o.force, space=ctx.space)
+    ctx.full_ms = ctx.native_predictor(None)
+    goal_ms = ctx.spec.ms(ctx.full_ms)
+    search = o.search(tgt.channel_step)
+    ctx.goal = Budget(goal_ms, relative=False)
+    calib = ctx.calibration()
+    for k, budget_ms in enumerate(schedule(ctx.full_ms, goal_ms, o.steps)[:-1], 1):
+        t0 = time.perf_counter()
+        best = _searched(ctx, Budget(budget_ms, relative=False), search, f"{ctx.key}-{tgt.name}-step{k}.json")[0].best
+        pruned = rewrite(ctx.gm, ctx.space, best.widths, ctx.unit_scores, ctx.inputs)
+        if o.reconstruct:
+            reconstruct(ctx.gm, pruned, ctx.space, keep_mask(ctx.gm, ctx.space, best.widths, ctx.unit_scores),
+                        calib, seed=o.seed)
+        adabn(pruned, ctx.data.train, max_batches=o.adabn_batches)
+        if o.step_epochs > 0:
+            tuned = finetune(pruned, ctx.model, ctx.data.train, o.step_epochs, seed=o.seed + k, progress=o.progress)
+            tuned.meta.update(pruned.meta)
+            pruned = tuned
+        ctx.steps.append({"step": k, "budget_ms": budget_ms, "predicted_ms": best.latency_ms,
+                          "kept": round(sum(best.widths[g.id] for g in ctx.space.prunable())
+                                        / max(sum(ctx.sizes[g.id] for g in ctx.space.prunable()), 1), 4),
+                          "accuracy": score_of(ctx.metric, pruned), "seconds": time.perf_counter() - t0})
+        ctx.gm = pruned
+        ctx.space = analyze(ctx.gm, channel_step=tgt.channel_step)
+        _importance_pass(ctx)
+
+
+def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[SearchResult, Any]:
+    """One search per resolution (the native one first) under the same budget in ms, from the
+    native unpruned prediction; the best score wins (ties: the larger resolution), and ctx then
+    holds that resolution's graph, space and importance for the passes that follow. A
+    resolution whose floor is over the budget is reported and skipped; the uniform baseline
+    stays the native one."""
+    native = (ctx.gm, ctx.space, ctx.unit_scores)
+    ctx.full_ms = ctx.table.predictor(ctx.gm, ctx.inputs, space=ctx.space)(None)
+    ctx.goal = Budget(ctx.spec.ms(ctx.full_ms), relative=False)
+    size = list(ctx.inputs[0].shape[-2:])
+    found: list[tuple[Any, SearchResult, Any, tuple[Any, ...]]] = []
+    tried: list[dict[str, Any]] = []
+    for r in [None, *ctx.resolutions]:
+        if r is not None:
+            ctx.gm = lower(Resized(native[0], r), ctx.inputs)
+            ctx.space = analyze(ctx.gm, channel_step=ctx.target.channel_step)
+            _importance_pass(ctx)
+        try:
+            res, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{ctx.target.name}-r{r or 'native'}.json")
+        except InfeasibleBudgetError as exc:
+            tried.append({"size": size if r is None else [r, r], "infeasible": str(exc)})
+            continue
+        tried.append({"size": size if r is None else [r, r], "full_ms": res.full_ms, "floor_ms": res.floor_ms,
+                      "predicted_ms": res.best.latency_ms, "score": res.best.score})
+        found.append((r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores)))
+    if not found:
+        raise InfeasibleBudgetError(f"latency budget {ctx.spec.label} = {ctx.goal.value:.4g} ms is below the smallest "
+                                    f"reachable latency at every allowed resolution: " + "; ".join(
+                                        t["infeasible"] for t in tried))
+    r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores) = max(found, key=lambda f: f[1].best.score)
+    if found[0][0] is None and r is not None:
+        res.results[0] = replace(res.best, uniform=found[0][1].best.uniform)
+        ctx.native_space = native[1]
+    ctx.resolution = {"native": size, "chosen": size if r is None else [r, r], "tried": tried}
+    return res, predictor
 
 
 def _search_pass(ctx: BuildContext) -> None:
     o, tgt = ctx.options, ctx.target
-    predictor = ctx.table.predictor(ctx.gm, ctx.inputs, tgt.fingerprint(), o.force, space=ctx.space)
-    calib = materialize(ctx.data.train, o.adabn_batches, "calibration data")
     search = o.search(tgt.channel_step)
     if o.screen_images and ctx.custom_metric:
         _warn(ctx.report, "screen_images needs the held-out batches as the metric; with a custom eval_fn every "
                           "candidate is scored in full")
-    evaluator = Evaluator(ctx.gm, ctx.space, ctx.unit_scores, calib, ctx.metric,
-                          ctx.cache / "scores" / f"{ctx.key}-{tgt.name}.json", ctx.key,
-                          None if ctx.custom_metric else search.screen(ctx.data.val))
-    ctx.result = run_search(ctx.space, evaluator, predictor, [ctx.spec], search, ctx.table.device)
-    _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result)
+    if ctx.resolutions:
+        ctx.result, predictor = _resolution_search(ctx, search)
+    else:
+        ctx.result, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{tgt.name}.json")
+    _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result, ctx.full_ms)
     best = ctx.result.best
     if o.safety_margin == "auto" and predictor.error_pct() is None:
         _warn(ctx.report, f"{tgt.name}: the latency table has too few measured variants of this model to state "
@@ -512,7 +654,7 @@ def _reconstruct_pass(ctx: BuildContext) -> None:
     ctx.reconstructed, ctx.adabn_only = None, None
     if not o.reconstruct:
         return
-    calib = materialize(ctx.data.train, o.adabn_batches, "calibration data")
+    calib = ctx.calibration()
     ctx.adabn_only = score_of(ctx.metric, adabn(copy.deepcopy(ctx.pruned), calib))
     keep = keep_mask(ctx.gm, ctx.space, ctx.result.best.widths, ctx.unit_scores)
     ctx.reconstructed = reconstruct(ctx.gm, ctx.pruned, ctx.space, keep, calib, seed=o.seed)
@@ -555,18 +697,20 @@ def _verify_pass(ctx: BuildContext) -> None:
 
 def _report_pass(ctx: BuildContext) -> None:
     tgt, res, space, best, out_dir = ctx.target, ctx.result, ctx.space, ctx.result.best, Path(ctx.options.out_dir)
+    native = ctx.native_space or space  # what the uniform baseline scaled
     ctx.report["targets"][tgt.name] = {
         "fingerprint": tgt.fingerprint(), "table": ctx.table_path, "budget": ctx.spec.label, "budget_ms": best.budget_ms,
-        "full_ms": res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms, "verify": ctx.verification,
-        "safety_margin": best.margin, "search_limit_ms": best.limit_ms, "confirmed": ctx.confirmed,
+        "full_ms": ctx.full_ms or res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms,
+        "verify": ctx.verification, "safety_margin": best.margin, "search_limit_ms": best.limit_ms,
+        "confirmed": ctx.confirmed, "steps": ctx.steps, "resolution": ctx.resolution,
         "reconstruct": ctx.reconstructed,
         "accuracy": ctx.accuracy, "widths": best.widths,
-        "groups": [{"id": g.id, "size": g.size, "kept": best.widths[g.id], "prunable": g.prunable,
+        "groups": [{"id": g.id, "size": ctx.sizes.get(g.id, g.size), "kept": best.widths[g.id], "prunable": g.prunable,
                     "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order
-        "uniform": None if best.uniform is None else {
+        "uniform": None if best.uniform is None or ctx.steps else {  # with steps it would scale the last step's graph
             "predicted_ms": best.uniform.latency_ms, "adabn": best.uniform.full_score,
-            "ratio": round(sum(best.uniform.widths[g.id] for g in space.prunable())
-                           / max(sum(g.size for g in space.prunable()), 1), 4)},
+            "ratio": round(sum(best.uniform.widths[g.id] for g in native.prunable())
+                           / max(sum(g.size for g in native.prunable()), 1), 4)},
         "params": {"original": params(ctx.model), "pruned": params(ctx.pruned)},
         "macs": {"original": macs(ctx.model, ctx.inputs), "pruned": macs(ctx.pruned, ctx.inputs)},
         "search": {"stats": res.stats, "archive": [[c.latency_ms, c.score] for c in res.archive],
@@ -577,7 +721,8 @@ def _report_pass(ctx: BuildContext) -> None:
 
 CHECK_TOLERANCE = 1e-4  # relative to the output's scale; a slicing bug gives O(1)
 TARGET_PASSES: list[tuple[str, Callable[[BuildContext], None]]] = [
-    ("table", _table_pass), ("analyze", _analyze_pass), ("importance", _importance_pass), ("search", _search_pass),
+    ("table", _table_pass), ("analyze", _analyze_pass), ("importance", _importance_pass), ("steps", _steps_pass),
+    ("search", _search_pass),
     ("confirm", _confirm_pass), ("rewrite", _rewrite_pass), ("check", _check_pass),
     ("reconstruct", _reconstruct_pass), ("adabn", _adabn_pass),
     ("finetune", _finetune_pass), ("emit", _emit_pass), ("verify", _verify_pass), ("report", _report_pass)]
@@ -603,12 +748,12 @@ def _fn_digest(fn: EvalFn | None) -> str:
     return digest(*parts)
 
 
-def _search_warnings(report: dict[str, Any], target: str, budget: str, res: Any) -> None:
+def _search_warnings(report: dict[str, Any], target: str, budget: str, res: Any, full_ms: float | None) -> None:
     """Say so when the search had nothing to do or could not tell candidates apart."""
-    best = res.best
-    if best.budget_ms >= res.full_ms:
+    best, full_ms = res.best, full_ms or res.full_ms
+    if best.budget_ms >= full_ms:
         _warn(report, f"{target}: budget {budget} = {best.budget_ms:.4g} ms is at or above the unpruned model's "
-                      f"predicted {res.full_ms:.4g} ms; nothing needs pruning (the model is kept whole where the "
+                      f"predicted {full_ms:.4g} ms; nothing needs pruning (the model is kept whole where the "
                       "search finds nothing better)")
     scores = {c.score for c in res.archive}
     if len(res.archive) > 1 and len(scores) == 1:

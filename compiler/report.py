@@ -72,6 +72,13 @@ def _refit(layers: list[dict[str, Any]]) -> str:
     return text + (f"; kept as sliced: {', '.join(skipped)}" if skipped else "")
 
 
+def resolutions(res: dict[str, Any]) -> str:
+    """What each resolution's search found: its best candidate's score and prediction, or its floor."""
+    return "; ".join(f"{'x'.join(map(str, t['size']))}: " + (
+        "budget below its floor" if "infeasible" in t else f"{t['score']:.4f} at {t['predicted_ms']:.4g} ms")
+        for t in res["tried"])
+
+
 def render(report: dict[str, Any]) -> str:
     esc = html.escape
     parts = [f"<h1>latprune compile: {esc(str(report['model']))}</h1>",
@@ -93,6 +100,11 @@ def render(report: dict[str, Any]) -> str:
                 ("what the search bought", _bought(t))]
         if t.get("reconstruct"):
             rows.append(("least-squares refit", _refit(t["reconstruct"])))
+        if res := t.get("resolution"):
+            rows.append(("resolution", f"{'x'.join(map(str, res['chosen']))} chosen; " + resolutions(res)))
+        rows += [(f"iterative step {s['step']}", f"budget {s['budget_ms']:.4g} ms, predicted {s['predicted_ms']:.4g} ms, "
+                  f"{s['kept']:.0%} of the channels kept, accuracy {s['accuracy']:.4f} ({s['seconds']:.1f} s)")
+                 for s in t.get("steps", [])]
         pareto, widths = _plots(t)
         parts += [f"<h2>{esc(name)}</h2><table>"] + [f"<tr><th align=left>{esc(k)}</th><td>{esc(x)}</td></tr>"
                                                     for k, x in rows] + ["</table>",

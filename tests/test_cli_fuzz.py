@@ -176,7 +176,7 @@ def test_malformed_inputs_get_one_clear_line_and_change_nothing(table, tmp_path,
 
 
 NUMERIC = ["--threads", "--trials", "--batch-size", "--adabn-batches", "--eval-images", "--finetune-epochs",
-           "--evaluations", "--tolerance", "--sparsity-train", "--sparsity"]
+           "--evaluations", "--tolerance", "--sparsity-train", "--sparsity", "--steps", "--step-epochs"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -191,3 +191,9 @@ def test_bad_numbers_are_usage_errors(flag, value, capsys) -> None:
 def test_an_unknown_importance_is_a_usage_error(capsys) -> None:
     code, err = run(["compile", TINY, "--input-shape", SHAPE, "--data", "x.npz", "--importance", "magic"], capsys)
     assert code == 2 and "Traceback" not in err and "argument --importance: invalid choice" in err, err
+
+
+@pytest.mark.parametrize("value", ["4", "24,x", "", "24,,20"])
+def test_bad_resolutions_are_usage_errors(value, capsys) -> None:
+    code, err = run(["compile", TINY, "--input-shape", SHAPE, "--data", "x.npz", "--resolutions=" + value], capsys)
+    assert code == 2 and "Traceback" not in err and "argument --resolutions" in err, err

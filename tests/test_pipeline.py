@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -14,7 +15,10 @@ import latency_tables
 import targets
 from cli_models import tiny
 from compiler import pipeline
+from compiler.cli import main
 from compiler.core import rules
+from compiler.resolution import Resized
+from helpers import TINY_MODEL, TINY_SHAPE
 
 
 def _batches() -> list[torch.Tensor]:
@@ -205,3 +209,79 @@ def test_slimming_trains_for_sparsity_before_the_search(tiny_table, needs_prunin
     sp = res.report["sparsity"]
     assert sp["scales_after"]["median_abs"] < sp["scales_before"]["median_abs"]
     assert res.report["seconds"]["sparsity"] > 0 and "sparsity training" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_iterative_steps_prune_in_stages_down_to_the_budget(tiny_table, needs_pruning, target, tmp_path) -> None:
+    """steps=3: two intermediate budgets between the unpruned prediction and the user's, each
+    pruning the last one's model further; the final search meets the user's budget, and the report
+    speaks of the original model's sizes."""
+    g = torch.Generator().manual_seed(0)
+    data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()],
+                                  val=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()], source="test")
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, calib_data=data,
+                           table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
+                           progress=False, steps=3, step_epochs=0.5)
+    t = res.report["targets"][target.name]
+    steps = t["steps"]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert t["full_ms"] > steps[0]["budget_ms"] > steps[1]["budget_ms"] > t["budget_ms"] == pytest.approx(needs_pruning)
+    assert all(s["predicted_ms"] <= s["budget_ms"] for s in steps) and t["predicted_ms"] <= t["budget_ms"]
+    final = sum(gr["kept"] for gr in t["groups"] if gr["prunable"]) / sum(gr["size"] for gr in t["groups"] if gr["prunable"])
+    assert 1 > steps[0]["kept"] >= steps[1]["kept"] >= final
+    original = compiler.analyze(compiler.lower(tiny(), torch.randn(1, 3, 16, 16)), channel_step=8)
+    assert {gr["id"]: gr["size"] for gr in t["groups"]} == {gr.id: gr.size for gr in original.groups}
+    assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert "iterative step 2" in (tmp_path / "out" / "report.html").read_text()
+    with pytest.raises(compiler.BadInputError, match="steps must be"):
+        compiler.CompileOptions(steps=0).validate()
+
+
+@pytest.fixture(scope="module")
+def tiny_table_at_8(tiny_table, tmp_path_factory):
+    """The tiny table extended by `latprune profile --resolutions 8`: the tiny model behind a
+    resize of its 16 x 16 input to 8 x 8."""
+    path = tmp_path_factory.mktemp("resolution") / "tiny8.json"
+    shutil.copy(tiny_table, path)
+    assert main(["profile", TINY_MODEL, "--input-shape", TINY_SHAPE, "--out", str(path), "--grid-points", "2",
+                 "--variants", "2", "--off-step-variants", "0", "--resolutions", "8", "--quiet"]) == 0
+    return path
+
+
+def _floor_ms(table, model: torch.nn.Module) -> float:
+    x = torch.randn(1, 3, 16, 16)
+    space = compiler.analyze(compiler.lower(model, x), channel_step=table.channel_step)
+    return table.predictor(model, x, space=space)(
+        {**space.full_widths(), **{g.id: min(g.allowed()) for g in space.prunable()}})
+
+
+def test_resolution_is_searched_and_the_engine_keeps_the_input_shape(tiny_table, tiny_table_at_8, target,
+                                                                      tmp_path) -> None:
+    """A budget only the 8 x 8 model can meet: the native search is reported infeasible and the
+    resized one is kept, its engine still taking 16 x 16 inputs; where both fit, the best score wins."""
+    table = latency_tables.load(tiny_table_at_8)
+    native, low = _floor_ms(table, tiny()), _floor_ms(table, Resized(tiny(), 8))
+    assert low < native, f"the table predicts the 8x8 model's floor {low:.4g} ms no faster than 16x16's {native:.4g}"
+    kw = dict(calib_data=_batches(), eval_fn=_score, max_evaluations=3, verify_engines=False, progress=False,
+              resolutions=(8,))
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, (low + native) / 2, table=str(tiny_table_at_8),
+                           out_dir=tmp_path / "a", **kw)
+    t = res.report["targets"][target.name]
+    r = t["resolution"]
+    assert r["native"] == [16, 16] and r["chosen"] == [8, 8] and "infeasible" in r["tried"][0]
+    assert r["tried"][1]["predicted_ms"] == t["predicted_ms"] <= t["budget_ms"]
+    assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 10) and "pytorch" in t["files"]
+    assert any(n.target is torch.nn.functional.interpolate for n in res.model.graph.nodes)
+    assert "resolution" in (tmp_path / "a" / "report.html").read_text()
+    full = latency_tables.load(tiny_table_at_8).predict(tiny(), torch.randn(1, 3, 16, 16))
+    both = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, (native + full) / 2,
+                            table=str(tiny_table_at_8), out_dir=tmp_path / "b", **kw)
+    tried = both.report["targets"][target.name]["resolution"]["tried"]
+    assert len(tried) == 2 and all("score" in x for x in tried), tried
+    chosen = both.report["targets"][target.name]["resolution"]["chosen"]
+    assert max(tried, key=lambda x: x["score"])["score"] == next(x["score"] for x in tried if x["size"] == chosen)
+    with pytest.raises(latency_tables.TableError, match="profile"):  # a table without the 8 x 8 blocks
+        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, (native + full) / 2, table=str(tiny_table),
+                         out_dir=tmp_path / "c", **kw)
+    with pytest.raises(compiler.BadInputError, match="resolutions must be"):
+        compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.9x", table=str(tiny_table),
+                         out_dir=tmp_path / "d", **{**kw, "resolutions": (4,)})

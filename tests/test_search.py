@@ -111,6 +111,14 @@ def test_budget_forms() -> None:
     assert compiler.parse_budget(2.5).ms(10) == 2.5
 
 
+def test_iterative_budgets_remove_the_same_share_of_latency_each_step() -> None:
+    from compiler.core.budget import schedule
+    steps = schedule(10.0, 2.5, 3)
+    assert len(steps) == 3 and steps[-1] == 2.5 and 10.0 > steps[0] > steps[1] > 2.5
+    assert steps[0] / 10.0 == pytest.approx(steps[1] / steps[0]) == pytest.approx(2.5 / steps[1])
+    assert schedule(10.0, 2.5, 1) == [2.5]
+
+
 def test_nan_scores_are_refused() -> None:
     with pytest.raises(compiler.BadInputError, match="finite"):
         compiler.search(model(), X, TABLE, CALIB, lambda m: float("nan"), budgets=["0.9x"],

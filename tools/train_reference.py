@@ -46,6 +46,31 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return hits / len(x)
 
 
+def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, lr: float,
+          seed: int, desc: str) -> float:
+    """The reference recipe for `steps` SGD steps (epochs of shuffled batches); returns seconds."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    per_epoch = len(x) // batch
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, desc=desc)
+    for step in range(steps):
+        if step % per_epoch == 0:
+            model.train()
+            order = torch.randperm(len(x), generator=g)
+        idx = order[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
+        loss = F.cross_entropy(model(augment(x[idx], g)), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(REFERENCE), required=True)
@@ -55,31 +80,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
     (xtr, ytr), (xval, yval) = split_train()
     xte, yte = fashion_mnist("test")
+    torch.manual_seed(args.seed)
     model = reference(args.model, trained=False).train()
-    steps = args.epochs * (len(xtr) // args.batch)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.2)
-    t0 = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"train {args.model}")
-    for _ in range(args.epochs):
-        model.train()
-        order = torch.randperm(len(xtr), generator=g)
-        for i in range(len(xtr) // args.batch):
-            idx = order[i * args.batch:(i + 1) * args.batch]
-            loss = F.cross_entropy(model(augment(xtr[idx], g)), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+    seconds = train(model, xtr, ytr, args.epochs * (len(xtr) // args.batch), args.batch, args.lr, args.seed,
+                    f"train {args.model}")
     meta = {"model": args.model, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-            "train_images": len(xtr), "train_seconds": round(time.perf_counter() - t0, 1),
+            "train_images": len(xtr), "train_seconds": round(seconds, 1),
             "val_top1": accuracy(model, xval, yval), "test_top1": accuracy(model, xte, yte),
             "torch": str(torch.__version__)}
     out = args.out or CHECKPOINTS / f"{args.model}.pt"

@@ -54,3 +54,9 @@ def check_feasible(budgets_ms: dict[str, float], floor_ms: float, where: str) ->
             f"latency budget {said} is below the smallest reachable latency {floor_ms:.4g} ms on {where} "
             "(every prunable group at its minimum width); raise the budget, lower the channel_step, "
             "or choose a faster target")
+
+
+def schedule(full_ms: float, goal_ms: float, steps: int) -> list[float]:
+    """Iterative pruning's budgets: `steps` of them, geometric from `full_ms` down to `goal_ms`
+    (each step removes the same share of latency), ending at `goal_ms` itself."""
+    return [full_ms * (goal_ms / full_ms) ** (k / steps) for k in range(1, steps)] + [goal_ms]
