@@ -76,17 +76,23 @@ def main() -> None:
                 for epochs in (0.0, args.epochs):
                     for allowed in ((), sizes):
                         t0 = time.perf_counter()
-                        res = compiler.compile(model, x, target, f"{fraction}x", calib_data=data, table=str(table),
-                                               out_dir=Path(tmp) / "out", cache_dir=Path(tmp) / "cache",
-                                               max_evaluations=args.evaluations, screen_images=256, seed=args.seed,
-                                               finetune_epochs=epochs, resolutions=allowed, verify_engines=False,
-                                               progress=False)
+                        row = {"model": name, "budget": f"{fraction}x", "resolutions": list(allowed),
+                               "finetune_epochs": epochs}
+                        try:
+                            res = compiler.compile(model, x, target, f"{fraction}x", calib_data=data, table=str(table),
+                                                   out_dir=Path(tmp) / "out", cache_dir=Path(tmp) / "cache",
+                                                   max_evaluations=args.evaluations, screen_images=256,
+                                                   seed=args.seed, finetune_epochs=epochs, resolutions=allowed,
+                                                   verify_engines=False, progress=False)
+                        except compiler.InfeasibleBudgetError as exc:  # a result: this budget needs another knob
+                            rows.append({**row, "infeasible": str(exc)})
+                            print(json.dumps(rows[-1]), flush=True)
+                            continue
                         t = res.report["targets"][target.name]
-                        rows.append({"model": name, "budget": f"{fraction}x", "resolutions": list(allowed),
-                                     "finetune_epochs": epochs, "resolution": t["resolution"],
-                                     "test_top1": test(res.model), "accuracy_val": t["accuracy"],
-                                     "predicted_ms": t["predicted_ms"], "budget_ms": t["budget_ms"],
-                                     "build_s": round(time.perf_counter() - t0, 1), **meter(res.model)})
+                        rows.append({**row, "resolution": t["resolution"], "test_top1": test(res.model),
+                                     "accuracy_val": t["accuracy"], "predicted_ms": t["predicted_ms"],
+                                     "budget_ms": t["budget_ms"], "build_s": round(time.perf_counter() - t0, 1),
+                                     **meter(res.model)})
                         print(json.dumps(rows[-1]), flush=True)
     target.close()
     atomic_write_text(args.out, json.dumps({"host": platform.processor() or platform.machine(),
