@@ -541,10 +541,20 @@ def _steps_pass(ctx: BuildContext) -> None:
         _importance_pass(ctx)
 
 
+def _refit_score(ctx: BuildContext, widths: Widths, gm: fx.GraphModule, space: PruningSpace,
+                 unit_scores: np.ndarray) -> float:
+    """The metric after rewrite, refit and AdaBN: what the build will deliver for these widths."""
+    pruned = rewrite(gm, space, widths, unit_scores, ctx.inputs)
+    reconstruct(gm, pruned, space, keep_mask(gm, space, widths, unit_scores), ctx.calibration(), seed=ctx.options.seed)
+    return score_of(ctx.metric, adabn(pruned, ctx.data.train, max_batches=ctx.options.adabn_batches))
+
+
 def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[SearchResult, Any]:
     """One search per resolution (the native one first) under the same budget in ms, from the
-    native unpruned prediction; the best score wins (ties: the larger resolution), and ctx then
-    holds that resolution's graph, space and importance for the passes that follow. A
+    native unpruned prediction. With reconstruct, each resolution's pick is refitted and scored
+    again and the best refitted score wins (after AdaBN alone the native pick looks worse than
+    it is: tools/bench_resolution.py); else the best search score (ties: the larger resolution).
+    ctx then holds that resolution's graph, space and importance for the passes that follow. A
     resolution whose floor is over the budget is reported and skipped; the uniform baseline
     stays the native one."""
     native = (ctx.gm, ctx.space, ctx.unit_scores)
@@ -570,7 +580,12 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
         raise InfeasibleBudgetError(f"latency budget {ctx.spec.label} = {ctx.goal.value:.4g} ms is below the smallest "
                                     f"reachable latency at every allowed resolution: " + "; ".join(
                                         t["infeasible"] for t in tried))
-    r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores) = max(found, key=lambda f: f[1].best.score)
+    if ctx.options.reconstruct and len(found) > 1:
+        for (_, res, _, graph), t in zip(found, (t for t in tried if "score" in t)):
+            t["refit_score"] = _refit_score(ctx, res.best.widths, *graph)
+    key = "refit_score" if ctx.options.reconstruct and len(found) > 1 else "score"
+    scored = [t[key] for t in tried if "score" in t]
+    r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores) = found[scored.index(max(scored))]
     if found[0][0] is None and r is not None:
         res.results[0] = replace(res.best, uniform=found[0][1].best.uniform)
         ctx.native_space = native[1]

@@ -75,7 +75,8 @@ def _refit(layers: list[dict[str, Any]]) -> str:
 def resolutions(res: dict[str, Any]) -> str:
     """What each resolution's search found: its best candidate's score and prediction, or its floor."""
     return "; ".join(f"{'x'.join(map(str, t['size']))}: " + (
-        "budget below its floor" if "infeasible" in t else f"{t['score']:.4f} at {t['predicted_ms']:.4g} ms")
+        "budget below its floor" if "infeasible" in t else f"{t['score']:.4f} at {t['predicted_ms']:.4g} ms"
+        + (f", {t['refit_score']:.4f} refitted" if "refit_score" in t else ""))
         for t in res["tried"])
 
 
