@@ -10,7 +10,6 @@ in whole, so it never holds a half-written build.
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import json
 import math
@@ -90,7 +89,9 @@ class CompileOptions:
     prediction to the budget), each searched, rewritten, refitted, AdaBN-recalibrated and
     fine-tuned for `step_epochs` (KD from the original) before the final search starts from it.
     `resolutions` (e.g. (24, 20)) also searches the model behind an input resize to each of
-    them (compiler.resolution), one search per resolution, and keeps the best under the budget."""
+    them (compiler.resolution), one search per resolution, and keeps the best under the budget;
+    with steps, the steps prune at the native resolution and the last search is the one that
+    also tries the others."""
 
     out_dir: str | Path = "build/latprune"
     cache_dir: str | Path | None = None
@@ -131,9 +132,6 @@ class CompileOptions:
                 raise BadInputError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and 1 <= self.steps <= 10):
             raise BadInputError(f"steps must be a whole number from 1 (one-shot) to 10, got {self.steps!r}")
-        if self.resolutions and self.steps > 1:
-            raise BadInputError("resolutions and steps > 1 are not combined yet: choose one (iterative pruning "
-                                "at the native resolution, or a one-shot search over resolutions)")
         if self.importance == "slimming" and not self.sparsity_epochs > 0:
             raise BadInputError("importance 'slimming' ranks channels by BatchNorm scales after sparsity training: "
                                 "give sparsity_epochs > 0 (CLI --sparsity-train EPOCHS), or use bn_gamma")
@@ -309,6 +307,7 @@ class BuildContext:
     resolutions: list[int] = field(default_factory=list)  # the allowed ones besides the native
     resolution: dict[str, Any] | None = None  # with resolutions: what each one's search found
     native_space: PruningSpace | None = None  # with resolutions: the native graph's space
+    repaired: tuple[Widths, fx.GraphModule, list[dict[str, Any]] | None] | None = None  # a refit done while choosing
 
     def calibration(self) -> list[Any]:
         """The first adabn_batches training batches: importance, search, steps and refit share them."""
@@ -460,7 +459,7 @@ def _table_pass(ctx: BuildContext) -> None:
     o = ctx.options
     ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed, ctx.steps = None, None, None, [], []
     ctx.gm, ctx.goal, ctx.full_ms, ctx.native_predictor, ctx.resolution = ctx.lowered, ctx.spec, None, None, None
-    ctx.native_space = None
+    ctx.native_space, ctx.repaired = None, None
     ctx.table, ctx.table_path = _table_for(ctx.model, ctx.inputs, ctx.target, ctx.cache, ctx.table_given, o.force,
                                            o.shipped_tables, o.progress, ctx.resolutions)
 
@@ -494,11 +493,13 @@ class _AsNative:
         return self.native.error_pct(self.space.full_widths() if widths is None else widths)
 
 
-def _searched(ctx: BuildContext, budget: Budget, search: SearchOptions, scores_file: str) -> tuple[SearchResult, Any]:
-    """One search over ctx.gm and its space under `budget`, and the predictor it used: the
-    table's for that graph, or after iterative steps the unpruned graph's (_AsNative)."""
-    predictor = _AsNative(ctx.native_predictor, ctx.space) if ctx.native_predictor is not None else \
-        ctx.table.predictor(ctx.gm, ctx.inputs, ctx.target.fingerprint(), ctx.options.force, space=ctx.space)
+def _searched(ctx: BuildContext, budget: Budget, search: SearchOptions, scores_file: str,
+              predictor: Any = None) -> tuple[SearchResult, Any]:
+    """One search over ctx.gm and its space under `budget`, and the predictor it used: the one
+    given, the table's for that graph, or after iterative steps the unpruned graph's (_AsNative)."""
+    if predictor is None:
+        predictor = _AsNative(ctx.native_predictor, ctx.space) if ctx.native_predictor is not None else \
+            ctx.table.predictor(ctx.gm, ctx.inputs, ctx.target.fingerprint(), ctx.options.force, space=ctx.space)
     calib = ctx.calibration()
     evaluator = Evaluator(ctx.gm, ctx.space, ctx.unit_scores, calib, ctx.metric, ctx.cache / "scores" / scores_file,
                           ctx.key, None if ctx.custom_metric else search.screen(ctx.data.val))
@@ -519,15 +520,10 @@ def _steps_pass(ctx: BuildContext) -> None:
     goal_ms = ctx.spec.ms(ctx.full_ms)
     search = o.search(tgt.channel_step)
     ctx.goal = Budget(goal_ms, relative=False)
-    calib = ctx.calibration()
     for k, budget_ms in enumerate(schedule(ctx.full_ms, goal_ms, o.steps)[:-1], 1):
         t0 = time.perf_counter()
         best = _searched(ctx, Budget(budget_ms, relative=False), search, f"{ctx.key}-{tgt.name}-step{k}.json")[0].best
-        pruned = rewrite(ctx.gm, ctx.space, best.widths, ctx.unit_scores, ctx.inputs)
-        if o.reconstruct:
-            reconstruct(ctx.gm, pruned, ctx.space, keep_mask(ctx.gm, ctx.space, best.widths, ctx.unit_scores),
-                        calib, seed=o.seed)
-        adabn(pruned, ctx.data.train, max_batches=o.adabn_batches)
+        pruned = _repaired(ctx, best.widths, ctx.gm, ctx.space, ctx.unit_scores)[0]
         if o.step_epochs > 0:
             tuned = finetune(pruned, ctx.model, ctx.data.train, o.step_epochs, seed=o.seed + k, progress=o.progress)
             tuned.meta.update(pruned.meta)
@@ -541,12 +537,15 @@ def _steps_pass(ctx: BuildContext) -> None:
         _importance_pass(ctx)
 
 
-def _refit_score(ctx: BuildContext, widths: Widths, gm: fx.GraphModule, space: PruningSpace,
-                 unit_scores: np.ndarray) -> float:
-    """The metric after rewrite, refit and AdaBN: what the build will deliver for these widths."""
+def _repaired(ctx: BuildContext, widths: Widths, gm: fx.GraphModule, space: PruningSpace,
+              unit_scores: np.ndarray) -> tuple[fx.GraphModule, list[dict[str, Any]] | None]:
+    """`gm` pruned to `widths` as a build delivers it before any fine-tune: rewritten, refitted
+    (with reconstruct; its per-layer records returned) and AdaBN-recalibrated on the calibration
+    batches."""
     pruned = rewrite(gm, space, widths, unit_scores, ctx.inputs)
-    reconstruct(gm, pruned, space, keep_mask(gm, space, widths, unit_scores), ctx.calibration(), seed=ctx.options.seed)
-    return score_of(ctx.metric, adabn(pruned, ctx.data.train, max_batches=ctx.options.adabn_batches))
+    layers = reconstruct(gm, pruned, space, keep_mask(gm, space, widths, unit_scores), ctx.calibration(),
+                         seed=ctx.options.seed) if ctx.options.reconstruct else None
+    return adabn(pruned, ctx.calibration()), layers
 
 
 def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[SearchResult, Any]:
@@ -556,10 +555,15 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
     it is: tools/bench_resolution.py); else the best search score (ties: the larger resolution).
     ctx then holds that resolution's graph, space and importance for the passes that follow. A
     resolution whose floor is over the budget is reported and skipped; the uniform baseline
-    stays the native one."""
+    stays the native one. After iterative steps (ctx.native_predictor) the budget is the steps'
+    and each resolution's graph is timed as the original behind that resize, at its widths."""
     native = (ctx.gm, ctx.space, ctx.unit_scores)
-    ctx.full_ms = ctx.table.predictor(ctx.gm, ctx.inputs, space=ctx.space)(None)
-    ctx.goal = Budget(ctx.spec.ms(ctx.full_ms), relative=False)
+    fp, force = ctx.target.fingerprint(), ctx.options.force
+    predictor = None
+    if ctx.native_predictor is None:
+        predictor = ctx.table.predictor(ctx.gm, ctx.inputs, fp, force, space=ctx.space)
+        ctx.full_ms = predictor(None)
+        ctx.goal = Budget(ctx.spec.ms(ctx.full_ms), relative=False)
     size = list(ctx.inputs[0].shape[-2:])
     found: list[tuple[Any, SearchResult, Any, tuple[Any, ...]]] = []
     tried: list[dict[str, Any]] = []
@@ -568,8 +572,14 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
             ctx.gm = lower(Resized(native[0], r), ctx.inputs)
             ctx.space = analyze(ctx.gm, channel_step=ctx.target.channel_step)
             _importance_pass(ctx)
+            predictor = None
+            if ctx.native_predictor is not None:
+                original = lower(Resized(ctx.lowered, r), ctx.inputs)
+                predictor = _AsNative(ctx.table.predictor(original, ctx.inputs, fp, force, space=analyze(
+                    original, channel_step=ctx.target.channel_step)), ctx.space)
         try:
-            res, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{ctx.target.name}-r{r or 'native'}.json")
+            res, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{ctx.target.name}-r{r or 'native'}.json",
+                                       predictor)
         except InfeasibleBudgetError as exc:
             tried.append({"size": size if r is None else [r, r], "infeasible": str(exc)})
             continue
@@ -580,12 +590,17 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
         raise InfeasibleBudgetError(f"latency budget {ctx.spec.label} = {ctx.goal.value:.4g} ms is below the smallest "
                                     f"reachable latency at every allowed resolution: " + "; ".join(
                                         t["infeasible"] for t in tried))
+    refits = []
     if ctx.options.reconstruct and len(found) > 1:
         for (_, res, _, graph), t in zip(found, (t for t in tried if "score" in t)):
-            t["refit_score"] = _refit_score(ctx, res.best.widths, *graph)
-    key = "refit_score" if ctx.options.reconstruct and len(found) > 1 else "score"
+            pruned, layers = _repaired(ctx, res.best.widths, *graph)
+            t["refit_score"] = score_of(ctx.metric, pruned)
+            refits.append((res.best.widths, pruned, layers))
+    key = "refit_score" if refits else "score"
     scored = [t[key] for t in tried if "score" in t]
-    r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores) = found[scored.index(max(scored))]
+    pick = scored.index(max(scored))
+    r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores) = found[pick]
+    ctx.repaired = refits[pick] if refits else None
     if found[0][0] is None and r is not None:
         res.results[0] = replace(res.best, uniform=found[0][1].best.uniform)
         ctx.native_space = native[1]
@@ -663,16 +678,20 @@ def _check_pass(ctx: BuildContext) -> None:
 
 def _reconstruct_pass(ctx: BuildContext) -> None:
     """With options.reconstruct: the least-squares refit, before AdaBN (the refit targets the
-    original layer outputs, which the original BN statistics match). The accuracy after AdaBN
-    alone is taken first on a copy, so the report compares like with like to the uniform baseline."""
-    o = ctx.options
+    original layer outputs, which the original BN statistics match); the one the resolution
+    choice already made for these widths is reused. The accuracy after AdaBN alone is the
+    search's own score of these widths (same calibration batches, same metric), so the report
+    compares like with like to the uniform baseline, which the search scored the same way."""
+    o, best = ctx.options, ctx.result.best
     ctx.reconstructed, ctx.adabn_only = None, None
     if not o.reconstruct:
         return
-    calib = ctx.calibration()
-    ctx.adabn_only = score_of(ctx.metric, adabn(copy.deepcopy(ctx.pruned), calib))
-    keep = keep_mask(ctx.gm, ctx.space, ctx.result.best.widths, ctx.unit_scores)
-    ctx.reconstructed = reconstruct(ctx.gm, ctx.pruned, ctx.space, keep, calib, seed=o.seed)
+    ctx.adabn_only = best.score
+    if ctx.repaired is not None and ctx.repaired[0] == best.widths:
+        _, ctx.pruned, ctx.reconstructed = ctx.repaired
+        return
+    keep = keep_mask(ctx.gm, ctx.space, best.widths, ctx.unit_scores)
+    ctx.reconstructed = reconstruct(ctx.gm, ctx.pruned, ctx.space, keep, ctx.calibration(), seed=o.seed)
 
 
 def _adabn_pass(ctx: BuildContext) -> None:

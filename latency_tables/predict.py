@@ -92,7 +92,9 @@ class Predictor:
         off = any(w % self.channel_step and w != g.size for g in self.space.groups if (w := resolved[g.id]) is not None)
         if off:
             e = self.off_step_error_pct
-            return None if e is None or e["n"] < MIN_VARIANTS else float(min(P90_PER_MEDIAN * e["median_abs"], e["max_abs"]))
+            if e is None or e["n"] < MIN_VARIANTS:
+                return None
+            return float(min(P90_PER_MEDIAN * e["median_abs"], e["max_abs"]))
         if self.fit_error_pct is None or self.variants < MIN_VARIANTS:
             return None
         loo = self.fit_error_pct

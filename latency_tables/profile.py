@@ -48,7 +48,8 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
             progress: bool = True, save_every_s: float = 5.0, memory_limit: str | int | None = "auto") -> LatencyTable:
     """Profile `model` on `target` into a LatencyTable (extending and resuming `out` if it exists).
     `variants` random on-step variants fit the model's end-to-end correction; `off_step_variants`
-    more, at any channel counts, only check it (Predictor.error_pct off the step). `memory_limit` ('auto': 90% of available memory, a size such as '16G', or None) refuses a
+    more, at any channel counts, only check it (Predictor.error_pct off the step).
+    `memory_limit` ('auto': 90% of available memory, a size such as '16G', or None) refuses a
     model whose estimated footprint would not fit, before anything is built."""
     t0 = time.perf_counter()
     if grid_points < 2 or variants < 0 or off_step_variants < 0 or not save_every_s > 0:
@@ -152,12 +153,11 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
              progress: bool) -> int:
     """Fit measured ~ scale * sum(blocks) [+ weights] [+ offset] on the full model, random
     on-step variants and the smallest reachable model, each measured next to the unpruned model
-    so that machine drift cancels;
-    then measure off-step variants (any channel counts) the same way, kept out of the fit, to
-    say how far off the correction is there."""
-    key = Predictor(table, gm, inputs, space=space).key
-    record = table.models.setdefault(key, {"name": name or type(model).__name__,
-                                           "inputs": [list(t.shape) for t in inputs], "variants": []})
+    so that machine drift cancels; then measure off-step variants (any channel counts) the same
+    way, kept out of the fit, to say how far off the correction is there."""
+    on = Predictor(table, gm, inputs, space=space)
+    record = table.models.setdefault(on.key, {"name": name or type(model).__name__,
+                                              "inputs": [list(t.shape) for t in inputs], "variants": []})
     rng = np.random.default_rng(seed)
     # the smallest reachable model anchors the fit at the low end, where budgets are judged
     # feasible and the tightest ones land; random variants alone leave it to extrapolation
@@ -165,19 +165,19 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
     plans += [space.floor_widths()] if counts[0] else []
     off_space = analyze(gm, channel_step=1)
     off_plans = [off_space.random_widths(rng, 0.25, 1.0) for _ in range(counts[1])]
-    runs = [(record["variants"], space, plans), (record.setdefault("off_step", []), off_space, off_plans)]
-    todo = [(done, sp, w) for done, sp, ws in runs for w in ws[len(done):]]
-    smalls = [rewrite(gm, sp, w, "l1", inputs) for _, sp, w in todo]
+    off = Predictor(table, gm, inputs, space=off_space) if off_plans else None
+    runs = [(record["variants"], on, plans), (record.setdefault("off_step", []), off, off_plans)]
+    todo = [(done, pred, w) for done, pred, ws in runs for w in ws[len(done):]]
+    smalls = [rewrite(gm, pred.space, w, "l1", inputs) for _, pred, w in todo]
     if smalls and hasattr(target, "prepare"):
         target.prepare([(m, inputs) for m in smalls])
-    if todo:
-        full = target.build(rewrite(gm, space, None), inputs)
-    predictors = {id(sp): Predictor(table, gm, inputs, space=sp) for sp in (space, off_space)}
-    for (done, sp, widths), small in tqdm(list(zip(todo, smalls)), desc="end-to-end variants",
-                                          disable=not progress or not todo, dynamic_ncols=True):
+    if todo:  # plan 0 is the unpruned model itself, unless an earlier run measured it
+        full = target.build(smalls[0] if not record["variants"] else rewrite(gm, space, None), inputs)
+    for (done, pred, widths), small in tqdm(list(zip(todo, smalls)), desc="end-to-end variants",
+                                            disable=not progress or not todo, dynamic_ncols=True):
         ref = target.measure(full, timing)  # the unpruned model beside each variant: drift cancels
         stats = target.measure(target.build(small, inputs), timing)
-        done.append({"features": predictors[id(sp)].features(widths).round(6).tolist(), "measured": stats.to_dict(),
+        done.append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
                      "unpruned_beside_ms": round(ref.median_ms, 6)})
     x, y = _relative(record["variants"])
     coef, form, loo = fit_correction(x, y)

@@ -288,3 +288,25 @@ def test_resolution_is_searched_and_the_engine_keeps_the_input_shape(tiny_table,
     with pytest.raises(compiler.BadInputError, match="resolutions must be"):
         compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.9x", table=str(tiny_table),
                          out_dir=tmp_path / "d", **{**kw, "resolutions": (4,)})
+
+
+def test_iterative_steps_then_a_search_over_resolutions(tiny_table_at_8, target, tmp_path) -> None:
+    """steps=2 with resolutions: the step prunes at the native size, then the last search tries
+    both sizes on what it left, each timed as the original behind that resize (at its widths),
+    under the user's budget."""
+    table = latency_tables.load(tiny_table_at_8)
+    native = _floor_ms(table, tiny())
+    full = table.predict(tiny(), torch.randn(1, 3, 16, 16))
+    g = torch.Generator().manual_seed(0)
+    data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()],
+                                  val=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()], source="test")
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, (native + full) / 2, calib_data=data,
+                           table=str(tiny_table_at_8), out_dir=tmp_path / "out", max_evaluations=3,
+                           verify_engines=False, progress=False, steps=2, step_epochs=0.5, resolutions=(8,))
+    t = res.report["targets"][target.name]
+    assert [s["step"] for s in t["steps"]] == [1] and t["full_ms"] == pytest.approx(full)
+    tried = t["resolution"]["tried"]
+    assert [x["size"] for x in tried] == [[16, 16], [8, 8]] and all(x["predicted_ms"] <= t["budget_ms"] for x in tried)
+    assert all(x["full_ms"] < full for x in tried)  # both start from the stepped model
+    assert t["predicted_ms"] <= t["budget_ms"] == pytest.approx((native + full) / 2)
+    assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)

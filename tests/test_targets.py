@@ -42,6 +42,15 @@ def test_onnxruntime_build_run_measure(tmp_path) -> None:
     assert tgt.channel_step in (8, 16)
 
 
+def test_an_op_the_fast_exporter_refuses_leaves_stdout_clean(capfd) -> None:
+    """An adaptive pool that upsamples fails the TorchScript exporter, which dumps the graph to
+    the process's stdout before the dynamo exporter takes over: `--json` output must not get it."""
+    model, x = nn.AdaptiveAvgPool2d(7).eval(), torch.randn(1, 8, 2, 2)
+    tgt = targets.get("onnxruntime-cpu", threads=1)
+    np.testing.assert_allclose(tgt.run(tgt.build(model, x))[0], reference(model, x), rtol=1e-5, atol=1e-6)
+    assert "graph" not in capfd.readouterr().out
+
+
 @pytest.mark.skipif(targets.base.cpu_simd() != "avx512f", reason="the kernel rule below is ONNX Runtime's "
                     "on AVX-512 (NCHWc block 16); another CPU has another block")
 def test_onnxruntime_kernel_choice_turns_on_divisibility(tmp_path) -> None:

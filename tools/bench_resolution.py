@@ -30,34 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compiler  # noqa: E402
 import latency_tables  # noqa: E402
 import targets  # noqa: E402
-from bench_search import Meter, batches  # noqa: E402
+from bench_search import Meter, compile_bench_args, compile_bench_setup  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
-from compiler.data import fashion_mnist, split_train  # noqa: E402
-from compiler.dataspec import Data  # noqa: E402
 from compiler.models import reference  # noqa: E402
 from compiler.resolution import Resized  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="resnet20_fmnist,mobilenet_v2_small_fmnist")
-    ap.add_argument("--budgets", default="0.5,0.35")
+    compile_bench_args(ap)
     ap.add_argument("--resolutions", default="24,20")
-    ap.add_argument("--epochs", type=float, default=0.3, help="KD fine-tune epochs of the fine-tuned runs")
-    ap.add_argument("--evaluations", type=int, default=30, help="candidates per search")
     ap.add_argument("--grid-points", type=int, default=3)
     ap.add_argument("--variants", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--test-images", type=int, default=2000)
-    ap.add_argument("--torch-threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.torch_threads)
     sizes = tuple(int(r) for r in args.resolutions.split(","))
-    (xtr, ytr), (xval, yval) = split_train()
-    xte, yte = fashion_mnist("test")
-    test = compiler.top1(batches(xte, yte, args.test_images))
-    data = Data(train=batches(xtr, ytr, len(xtr), 64), val=batches(xval, yval, 1000), source="fashion-mnist")
+    data, test = compile_bench_setup(args)
     x = torch.zeros(1, 1, 28, 28)
     target = targets.get("onnxruntime-cpu", threads=1)
     rows: list[dict[str, Any]] = []

@@ -50,6 +50,30 @@ def batches(x: torch.Tensor, y: torch.Tensor, n: int, size: int = 500) -> Batche
     return [(x[i:i + size], y[i:i + size]) for i in range(0, min(n, len(x)), size)]
 
 
+def compile_bench_args(ap: argparse.ArgumentParser) -> None:
+    """The flags every whole-compile bench (bench_iterative, bench_resolution) shares."""
+    ap.add_argument("--models", default="resnet20_fmnist,mobilenet_v2_small_fmnist")
+    ap.add_argument("--budgets", default="0.5,0.35")
+    ap.add_argument("--epochs", type=float, default=0.3, help="KD fine-tune epochs of the fine-tuned runs")
+    ap.add_argument("--evaluations", type=int, default=30, help="candidates per search")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--test-images", type=int, default=2000)
+    ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True)
+
+
+def compile_bench_setup(args: argparse.Namespace) -> tuple[Any, Callable[[nn.Module], float]]:
+    """A build's data (Fashion-MNIST train in batches of 64, 1,000 held-out images) and top-1 on
+    the first --test-images test images, with torch held to --torch-threads."""
+    from compiler.dataspec import Data
+
+    torch.set_num_threads(args.torch_threads)
+    (xtr, ytr), (xval, yval) = split_train()
+    xte, yte = fashion_mnist("test")
+    data = Data(train=batches(xtr, ytr, len(xtr), 64), val=batches(xval, yval, 1000), source="fashion-mnist")
+    return data, compiler.top1(batches(xte, yte, args.test_images))
+
+
 def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int,
              lr: float = 0.02, batch: int = 128) -> nn.Module:
     """The short fine-tune every method gets: SGD + momentum, cosine LR, cross-entropy."""

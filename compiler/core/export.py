@@ -1,10 +1,12 @@
 """ONNX export of a (pruned) model, written atomically, checked by ONNX Runtime."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -62,7 +64,8 @@ def onnx_bytes(model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, inputs, buf, dynamo=False, opset_version=opset)
+            with _process_stdout_silenced():
+                torch.onnx.export(model, inputs, buf, dynamo=False, opset_version=opset)
             return buf.getvalue()
         except Exception:
             pass
@@ -73,3 +76,23 @@ def onnx_bytes(model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[t
         except Exception as exc:
             raise ExportError(f"torch.onnx could not export the model: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+@contextlib.contextmanager
+def _process_stdout_silenced() -> Iterator[None]:
+    """The TorchScript exporter prints the whole graph to the process's stdout (from C++, past
+    sys.stdout) when it fails on an op, e.g. an adaptive pool that upsamples; the dynamo exporter
+    then takes over, and the dump would land in `latprune ... --json` output."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
