@@ -548,6 +548,15 @@ def _repaired(ctx: BuildContext, widths: Widths, gm: fx.GraphModule, space: Prun
     return adabn(pruned, ctx.calibration()), layers
 
 
+def _resized_original(ctx: BuildContext, r: int) -> _AsNative:
+    """After iterative steps: ctx's graph (the stepped model behind a resize to r) timed as the
+    original behind that resize, at its widths."""
+    original = lower(Resized(ctx.lowered, r), ctx.inputs)
+    space = analyze(original, channel_step=ctx.target.channel_step)
+    return _AsNative(ctx.table.predictor(original, ctx.inputs, ctx.target.fingerprint(), ctx.options.force,
+                                         space=space), ctx.space)
+
+
 def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[SearchResult, Any]:
     """One search per resolution (the native one first) under the same budget in ms, from the
     native unpruned prediction. With reconstruct, each resolution's pick is refitted and scored
@@ -558,10 +567,10 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
     stays the native one. After iterative steps (ctx.native_predictor) the budget is the steps'
     and each resolution's graph is timed as the original behind that resize, at its widths."""
     native = (ctx.gm, ctx.space, ctx.unit_scores)
-    fp, force = ctx.target.fingerprint(), ctx.options.force
     predictor = None
     if ctx.native_predictor is None:
-        predictor = ctx.table.predictor(ctx.gm, ctx.inputs, fp, force, space=ctx.space)
+        predictor = ctx.table.predictor(ctx.gm, ctx.inputs, ctx.target.fingerprint(), ctx.options.force,
+                                        space=ctx.space)
         ctx.full_ms = predictor(None)
         ctx.goal = Budget(ctx.spec.ms(ctx.full_ms), relative=False)
     size = list(ctx.inputs[0].shape[-2:])
@@ -572,11 +581,7 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
             ctx.gm = lower(Resized(native[0], r), ctx.inputs)
             ctx.space = analyze(ctx.gm, channel_step=ctx.target.channel_step)
             _importance_pass(ctx)
-            predictor = None
-            if ctx.native_predictor is not None:
-                original = lower(Resized(ctx.lowered, r), ctx.inputs)
-                predictor = _AsNative(ctx.table.predictor(original, ctx.inputs, fp, force, space=analyze(
-                    original, channel_step=ctx.target.channel_step)), ctx.space)
+            predictor = None if ctx.native_predictor is None else _resized_original(ctx, r)
         try:
             res, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{ctx.target.name}-r{r or 'native'}.json",
                                        predictor)
