@@ -595,17 +595,15 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
         raise InfeasibleBudgetError(f"latency budget {ctx.spec.label} = {ctx.goal.value:.4g} ms is below the smallest "
                                     f"reachable latency at every allowed resolution: " + "; ".join(
                                         t["infeasible"] for t in tried))
-    refits = []
+    scored = [t for t in tried if "score" in t]
+    pick, ctx.repaired = max(range(len(found)), key=lambda i: (scored[i]["score"], -i)), None
     if ctx.options.reconstruct and len(found) > 1:
-        for (_, res, _, graph), t in zip(found, (t for t in tried if "score" in t)):
+        for i, ((_, res, _, graph), t) in enumerate(zip(found, scored)):  # only the best refit so far is kept
             pruned, layers = _repaired(ctx, res.best.widths, *graph)
             t["refit_score"] = score_of(ctx.metric, pruned)
-            refits.append((res.best.widths, pruned, layers))
-    key = "refit_score" if refits else "score"
-    scored = [t[key] for t in tried if "score" in t]
-    pick = scored.index(max(scored))
+            if ctx.repaired is None or t["refit_score"] > scored[pick]["refit_score"]:
+                pick, ctx.repaired = i, (res.best.widths, pruned, layers)
     r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores) = found[pick]
-    ctx.repaired = refits[pick] if refits else None
     if found[0][0] is None and r is not None:
         res.results[0] = replace(res.best, uniform=found[0][1].best.uniform)
         ctx.native_space = native[1]
@@ -700,7 +698,10 @@ def _reconstruct_pass(ctx: BuildContext) -> None:
 
 
 def _adabn_pass(ctx: BuildContext) -> None:
-    adabn(ctx.pruned, ctx.data.train, max_batches=ctx.options.adabn_batches)
+    """AdaBN on the calibration batches, unless the graph is the resolution choice's refit,
+    which had it already."""
+    if ctx.repaired is None or ctx.pruned is not ctx.repaired[1]:
+        adabn(ctx.pruned, ctx.calibration())
     score = score_of(ctx.metric, ctx.pruned)
     ctx.accuracy = {"original": ctx.base_score, "adabn": score if ctx.adabn_only is None else ctx.adabn_only,
                     "reconstructed": None if ctx.adabn_only is None else score, "finetuned": None}
