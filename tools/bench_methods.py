@@ -7,8 +7,9 @@ On both Fashion-MNIST reference models, at each budget (a fraction of the unprun
 Every criterion (l1, l2, bn_gamma, thinet, lasso; `slimming@L`: bn_gamma on the model after
 `--sparsity-epochs` of Network Slimming's sparsity training at penalty L) then selects channels
 for the *same* widths, with calibration batches drawn by each seed, and is scored on the Fashion-MNIST test split:
-after AdaBN only, and after the least-squares refit then AdaBN. For seed 0 the same short
-fine-tune as tools/bench_search.py (cross-entropy, `--finetune-steps`) follows each.
+after AdaBN only, and after the least-squares refit then AdaBN. For each seed in
+`--finetune-seeds` the same short fine-tune as tools/bench_search.py (cross-entropy,
+`--finetune-steps`, that seed's batch order) follows each.
 Wall seconds of selection and refit are recorded per run. Writes JSON and a PNG (atomically).
 
     .venv/bin/python tools/bench_methods.py --models resnet20_fmnist --torch-threads 1 \
@@ -16,7 +17,9 @@ Wall seconds of selection and refit are recorded per run. Writes JSON and a PNG 
 
 The shipped results ran slimming@0.3 (it zeroed every scale) and, for MobileNetV2-small, a
 second run `--seeds 1 --criteria slimming@0.003,slimming@0.03 --plans-from` the first one's JSON
-(bench_methods_slimming_*.json), with the same widths.
+(bench_methods_slimming_*.json), with the same widths. They fine-tuned seed 0 only; seeds 1 and 2
+were fine-tuned by a later run, `--first-seed 1 --seeds 2 --criteria l1 --plans-from` the first
+(bench_methods_*_ft12.json).
 """
 from __future__ import annotations
 
@@ -69,8 +72,8 @@ def calib_batches(x: torch.Tensor, y: torch.Tensor, seed: int, n: int) -> list[t
 
 
 def run_one(gm: Any, space: Any, widths: dict[str, int], criterion: str, calib: Any, test: Any,
-            train: tuple[torch.Tensor, torch.Tensor] | None, steps: int) -> dict[str, Any]:
-    """Select, AdaBN / refit + AdaBN, test top-1 (and fine-tuned, when `train` is given)."""
+            train: tuple[torch.Tensor, torch.Tensor] | None, steps: int, seed: int) -> dict[str, Any]:
+    """Select, AdaBN / refit + AdaBN, test top-1 (and fine-tuned with `seed`, when `train` is given)."""
     t0 = time.perf_counter()
     keep = select(space, widths, scores(gm, space, criterion, calib))
     select_s = time.perf_counter() - t0
@@ -84,8 +87,8 @@ def run_one(gm: Any, space: Any, widths: dict[str, int], criterion: str, calib: 
     row = {"select_s": round(select_s, 3), "refit_s": round(refit_s, 3), "adabn": top1(plain), "refit": top1(refit),
            "refitted_layers": sum(bool(r.get("refitted")) for r in layers), "refit_candidates": len(layers)}
     if train is not None:
-        row["adabn_finetuned"] = top1(finetune(plain, *train, steps, seed=0))
-        row["refit_finetuned"] = top1(finetune(refit, *train, steps, seed=0))
+        row["adabn_finetuned"] = top1(finetune(plain, *train, steps, seed=seed))
+        row["refit_finetuned"] = top1(finetune(refit, *train, steps, seed=seed))
     return row
 
 
@@ -96,13 +99,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for k in keys:
         rs = [r for r in rows if (r["model"], r["budget"], r["plan"], r["criterion"]) == k]
         s = dict(zip(("model", "budget", "plan", "criterion"), k))
-        for m in ("adabn", "refit"):
-            v = np.array([r[m] for r in rs])
-            s[m] = {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None,
-                    "n": len(v)}
-        for m in ("adabn_finetuned", "refit_finetuned"):
-            if any(m in r for r in rs):
-                s[m] = next(r[m] for r in rs if m in r)
+        for m in ("adabn", "refit", "adabn_finetuned", "refit_finetuned"):
+            v = np.array([r[m] for r in rs if m in r])
+            if len(v):
+                s[m] = {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None,
+                        "n": len(v)}
         s["select_s_median"] = float(np.median([r["select_s"] for r in rs]))
         s["refit_s_median"] = float(np.median([r["refit_s"] for r in rs]))
         out.append(s)
@@ -134,7 +135,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet20_fmnist,mobilenet_v2_small_fmnist")
     ap.add_argument("--budgets", default="0.5,0.35")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="how many seeds, from --first-seed on")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--finetune-seeds", default="0,1,2", help="the seeds whose models are also fine-tuned")
     ap.add_argument("--calib-batches", type=int, default=8)
     ap.add_argument("--test-images", type=int, default=2000)
     ap.add_argument("--finetune-steps", type=int, default=60)
@@ -174,13 +177,14 @@ def main() -> None:
                      widths_plans(model, gm, space, x, meter, fraction, val, calib_batches(xtr, ytr, 0, args.calib_batches)))
             result["plans"][f"{name} {budget}"] = plans
             for plan, p in plans.items():
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     calib = calib_batches(xtr, ytr, seed, args.calib_batches)
                     for criterion, graph in graphs.items():
                         row = {"model": name, "budget": budget, "plan": plan, "criterion": criterion, "seed": seed,
                                **run_one(graph, space, p["widths"], criterion.split("@")[0].replace("slimming", "bn_gamma"),
                                          calib, test,
-                                         (xtr, ytr) if seed == 0 else None, args.finetune_steps)}
+                                         (xtr, ytr) if str(seed) in args.finetune_seeds.split(",") else None,
+                                         args.finetune_steps, seed)}
                         result["rows"].append(row)
                         print(json.dumps(row), file=sys.stderr, flush=True)
     target.close()
