@@ -1,6 +1,6 @@
 """Which channels, and how repaired: the selection criteria and the least-squares refit, side by side.
 
-On both Fashion-MNIST reference models, at each budget (a fraction of the unpruned model's
+On the Fashion-MNIST reference models (or a held-out family), at each budget (a fraction of the unpruned model's
 *measured* ORT latency, 1 thread), two width plans are fixed first:
 - uniform: the largest uniform width whose measured latency meets the budget (bisected);
 - searched: latprune's search (l1 importance, screened fitness) under the shipped table.
@@ -18,8 +18,9 @@ Wall seconds of selection and refit are recorded per run. Writes JSON and a PNG 
 The shipped results ran slimming@0.3 (it zeroed every scale) and, for MobileNetV2-small, a
 second run `--seeds 1 --criteria slimming@0.003,slimming@0.03 --plans-from` the first one's JSON
 (bench_methods_slimming_*.json), with the same widths. They fine-tuned seed 0 only; seeds 1 and 2
-were fine-tuned by a later run, `--first-seed 1 --seeds 2 --criteria l1 --plans-from` the first
-(bench_methods_*_ft12.json).
+were fine-tuned by a later run, `--first-seed 1 --seeds 2 --criteria l1,thinet,lasso --plans-from`
+the first (bench_methods_*_ft12.json). A family held out from development (tools/heldout_fmnist.py,
+trained on first use) runs with `--models shufflenet_v2_x0_5_fmnist --plans uniform`.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import compiler  # noqa: E402
 import latency_tables  # noqa: E402
 import targets  # noqa: E402
 from bench_search import Meter, batches, finetune, tune_to_budget  # noqa: E402
+from heldout_fmnist import HELDOUT, heldout  # noqa: E402
 from compiler.core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from compiler.core.importance import scores, select  # noqa: E402
 from compiler.core.reconstruct import reconstruct  # noqa: E402
@@ -52,11 +54,14 @@ CRITERIA = "l1,l2,bn_gamma,thinet,lasso,slimming@0.03"
 
 
 def widths_plans(model: torch.nn.Module, gm: Any, space: Any, x: torch.Tensor, meter: Meter,
-                 fraction: float, val: Any, calib: Any) -> dict[str, dict[str, Any]]:
-    """The uniform widths that meet the measured budget and the widths the search picks."""
+                 fraction: float, val: Any, calib: Any, which: list[str]) -> dict[str, dict[str, Any]]:
+    """The uniform widths that meet the measured budget and (when asked) the widths the search
+    picks under the shipped table, which only knows the reference models' blocks."""
     plans: dict[str, dict[str, Any]] = {}
     _, meas = tune_to_budget(lambda r: compiler.rewrite(gm, space, space.uniform_widths(r)), meter, fraction)
     plans["uniform"] = {"widths": space.uniform_widths(meas["knob"]), **meas}
+    if "searched" not in which:
+        return plans
     found = compiler.search(model, x, latency_tables.load(SHIPPED), calib, val, budgets=[f"{fraction}x"],
                             screen_images=256, max_evaluations=60, seed=0, progress=False)
     w = found.best.widths
@@ -143,6 +148,8 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=60)
     ap.add_argument("--criteria", default=CRITERIA)
     ap.add_argument("--sparsity-epochs", type=float, default=0.25)
+    ap.add_argument("--plans", default="uniform,searched", help="width plans; held-out models: uniform (the "
+                    "shipped table has no blocks of theirs to search with)")
     ap.add_argument("--plans-from", type=Path, help="reuse the width plans (and their measurements) of an earlier run")
     ap.add_argument("--torch-threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("tools/results/bench_methods.json"))
@@ -157,7 +164,7 @@ def main() -> None:
     result: dict[str, Any] = {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
                               "args": {k: str(v) for k, v in vars(args).items()}, "plans": {}, "rows": []}
     for name in args.models.split(","):
-        model = reference(name).eval()
+        model = (heldout(name) if name in HELDOUT else reference(name)).eval()
         gm = compiler.lower(model, x)
         space = compiler.analyze(gm, channel_step=target.channel_step)
         meter = Meter(target, model, x)
@@ -174,7 +181,8 @@ def main() -> None:
         for fraction in (float(b) for b in args.budgets.split(",")):
             budget = f"{fraction}x"
             plans = (json.loads(args.plans_from.read_text())["plans"][f"{name} {budget}"] if args.plans_from else
-                     widths_plans(model, gm, space, x, meter, fraction, val, calib_batches(xtr, ytr, 0, args.calib_batches)))
+                     widths_plans(model, gm, space, x, meter, fraction, val, calib_batches(xtr, ytr, 0, args.calib_batches),
+                                  args.plans.split(",")))
             result["plans"][f"{name} {budget}"] = plans
             for plan, p in plans.items():
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
