@@ -208,7 +208,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         options = CompileOptions(
             out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
             max_evaluations=args.evaluations, seed=args.seed,
-            importance=args.importance, reconstruct=args.reconstruct, sparsity_epochs=args.sparsity_train,
+            importance=args.importance, reconstruct=args.reconstruct, refit_candidates=args.refit_candidates,
+            sparsity_epochs=args.sparsity_train,
             sparsity=args.sparsity, steps=args.steps, step_epochs=args.step_epochs, resolutions=args.resolutions,
             tolerance=args.tolerance,
             force=args.force,
@@ -364,6 +365,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the penalty's weight (default {CompileOptions.sparsity})")
     p.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=CompileOptions.reconstruct,
                    help="refit the layers that read pruned channels by least squares before AdaBN (default on)")
+    p.add_argument("--refit-candidates", type=POSITIVE_INT, default=CompileOptions.refit_candidates, metavar="K",
+                   help="with the refit: refit the search's K best candidates and keep the best refitted one "
+                        f"(default {CompileOptions.refit_candidates})")
     p.add_argument("--steps", type=POSITIVE_INT, default=CompileOptions.steps, metavar="K",
                    help="prune iteratively: K budgets from the unpruned latency down to --budget, each searched, "
                         "rewritten, repaired and fine-tuned (default 1: one shot)")

@@ -82,7 +82,9 @@ class CompileOptions:
     `check` asserts after the rewrite that the pruned model equals the masked original (on in
     tests); `dump_dir` receives the graph and pruning space after every pass. `importance` "thinet"
     and "lasso" select channels on calibration data; `reconstruct` refits, by least squares, the
-    layers that read pruned channels before AdaBN (compiler.core.reconstruct). `sparsity_epochs` > 0
+    layers that read pruned channels before AdaBN (compiler.core.reconstruct); with it,
+    `refit_candidates` K > 1 refits the search's K best candidates (by their AdaBN score) and
+    keeps the best refitted one. `sparsity_epochs` > 0
     first trains the model with an L1 penalty `sparsity` on its BatchNorm scales (Network
     Slimming, compiler.slimming); importance "slimming" ranks by those scales and requires it.
     `steps` K > 1 prunes iteratively: K-1 intermediate budgets (geometric from the unpruned
@@ -101,6 +103,7 @@ class CompileOptions:
     seed: int = 0
     importance: str = "l1"
     reconstruct: bool = True
+    refit_candidates: int = 1
     sparsity_epochs: float = 0.0
     sparsity: float = 0.03  # tools/bench_methods.py: 0.3 for a quarter epoch zeroed every scale
     steps: int = 1
@@ -132,6 +135,9 @@ class CompileOptions:
                 raise BadInputError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and 1 <= self.steps <= 10):
             raise BadInputError(f"steps must be a whole number from 1 (one-shot) to 10, got {self.steps!r}")
+        if not (isinstance(self.refit_candidates, int) and not isinstance(self.refit_candidates, bool)
+                and 1 <= self.refit_candidates <= 20):
+            raise BadInputError(f"refit_candidates must be a whole number from 1 to 20, got {self.refit_candidates!r}")
         if self.importance == "slimming" and not self.sparsity_epochs > 0:
             raise BadInputError("importance 'slimming' ranks channels by BatchNorm scales after sparsity training: "
                                 "give sparsity_epochs > 0 (CLI --sparsity-train EPOCHS), or use bn_gamma")
@@ -308,6 +314,7 @@ class BuildContext:
     resolution: dict[str, Any] | None = None  # with resolutions: what each one's search found
     native_space: PruningSpace | None = None  # with resolutions: the native graph's space
     repaired: tuple[Widths, fx.GraphModule, list[dict[str, Any]] | None] | None = None  # a refit done while choosing
+    refit_choice: list[dict[str, Any]] = field(default_factory=list)  # the candidates refitted to choose, if any
 
     def calibration(self) -> list[Any]:
         """The first adabn_batches training batches: importance, search, steps and refit share them."""
@@ -459,7 +466,7 @@ def _table_pass(ctx: BuildContext) -> None:
     o = ctx.options
     ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed, ctx.steps = None, None, None, [], []
     ctx.gm, ctx.goal, ctx.full_ms, ctx.native_predictor, ctx.resolution = ctx.lowered, ctx.spec, None, None, None
-    ctx.native_space, ctx.repaired = None, None
+    ctx.native_space, ctx.repaired, ctx.refit_choice = None, None, []
     ctx.table, ctx.table_path = _table_for(ctx.model, ctx.inputs, ctx.target, ctx.cache, ctx.table_given, o.force,
                                            o.shipped_tables, o.progress, ctx.resolutions)
 
@@ -557,15 +564,15 @@ def _resized_original(ctx: BuildContext, r: int) -> _AsNative:
                                          space=space), ctx.space)
 
 
-def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[SearchResult, Any]:
+_Found = tuple[int | None, SearchResult, Any, tuple[fx.GraphModule, PruningSpace, np.ndarray]]
+
+
+def _resolution_searches(ctx: BuildContext, search: SearchOptions) -> tuple[list[_Found], list[dict[str, Any]]]:
     """One search per resolution (the native one first) under the same budget in ms, from the
-    native unpruned prediction. With reconstruct, each resolution's pick is refitted and scored
-    again and the best refitted score wins (after AdaBN alone the native pick looks worse than
-    it is: tools/bench_resolution.py); else the best search score (ties: the larger resolution).
-    ctx then holds that resolution's graph, space and importance for the passes that follow. A
-    resolution whose floor is over the budget is reported and skipped; the uniform baseline
-    stays the native one. After iterative steps (ctx.native_predictor) the budget is the steps'
-    and each resolution's graph is timed as the original behind that resize, at its widths."""
+    native unpruned prediction: each feasible one's (resolution, result, predictor, graph), and
+    what each found for the report. A resolution whose floor is over the budget is reported and
+    skipped. After iterative steps (ctx.native_predictor) the budget is the steps' and each
+    resolution's graph is timed as the original behind that resize, at its widths."""
     native = (ctx.gm, ctx.space, ctx.unit_scores)
     predictor = None
     if ctx.native_predictor is None:
@@ -574,7 +581,7 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
         ctx.full_ms = predictor(None)
         ctx.goal = Budget(ctx.spec.ms(ctx.full_ms), relative=False)
     size = list(ctx.inputs[0].shape[-2:])
-    found: list[tuple[Any, SearchResult, Any, tuple[Any, ...]]] = []
+    found: list[_Found] = []
     tried: list[dict[str, Any]] = []
     for r in [None, *ctx.resolutions]:
         if r is not None:
@@ -595,19 +602,44 @@ def _resolution_search(ctx: BuildContext, search: SearchOptions) -> tuple[Search
         raise InfeasibleBudgetError(f"latency budget {ctx.spec.label} = {ctx.goal.value:.4g} ms is below the smallest "
                                     f"reachable latency at every allowed resolution: " + "; ".join(
                                         t["infeasible"] for t in tried))
-    scored = [t for t in tried if "score" in t]
-    pick, ctx.repaired = max(range(len(found)), key=lambda i: (scored[i]["score"], -i)), None
-    if ctx.options.reconstruct and len(found) > 1:
-        for i, ((_, res, _, graph), t) in enumerate(zip(found, scored)):  # only the best refit so far is kept
-            pruned, layers = _repaired(ctx, res.best.widths, *graph)
-            t["refit_score"] = score_of(ctx.metric, pruned)
-            if ctx.repaired is None or t["refit_score"] > scored[pick]["refit_score"]:
-                pick, ctx.repaired = i, (res.best.widths, pruned, layers)
+    ctx.resolution = {"native": size, "chosen": None, "tried": tried}
+    return found, [t for t in tried if "score" in t]
+
+
+def _chosen(ctx: BuildContext, found: list[_Found], tried: list[dict[str, Any]]) -> tuple[SearchResult, Any]:
+    """The search result a build keeps, and its predictor; ctx then holds its graph, space and
+    importance. With reconstruct, when there is a choice (several resolutions, or
+    refit_candidates K > 1), the K best candidates of each search by its own score are repaired
+    as the build will deliver them (_repaired) and the best refitted score wins, its repair kept
+    in ctx.repaired: after AdaBN alone the ranking is not the one after the refit
+    (tools/bench_resolution.py, bench_refit_pick.py). Else the best search score (ties: the
+    earlier search, the larger resolution). `tried` (one dict per search) gets each search's
+    best refitted score. The uniform baseline stays the native one."""
+    k, ctx.repaired = ctx.options.refit_candidates, None
+    pick = max(range(len(found)), key=lambda i: (found[i][1].best.score, -i))
+    kept: Candidate | None = None
+    if ctx.options.reconstruct and (len(found) > 1 or k > 1):
+        pairs: list[tuple[dict[str, Any], Candidate]] = []
+        best = -math.inf
+        for i, ((_, res, _, graph), t) in enumerate(zip(found, tried)):
+            for c in sorted((c for c in res.archive if c.latency_ms <= res.best.limit_ms and c.full_score is not None),
+                            key=lambda c: (-c.full_score, c.latency_ms))[:k]:
+                pruned, layers = _repaired(ctx, c.widths, *graph)
+                refit = score_of(ctx.metric, pruned)
+                pairs.append(({**({"size": t["size"]} if "size" in t else {}), "predicted_ms": c.latency_ms,
+                               "score": c.full_score, "refit_score": refit}, c))
+                t["refit_score"] = max(t.get("refit_score", -math.inf), refit)
+                if refit > best:  # only the best repair so far is kept
+                    best, pick, kept, ctx.repaired = refit, i, c, (c.widths, pruned, layers)
+        ctx.refit_choice = [{**e, "kept": c is kept} for e, c in pairs]
     r, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores) = found[pick]
-    if found[0][0] is None and r is not None:
+    if kept is not None:
+        res.results[0] = replace(res.best, widths=kept.widths, latency_ms=kept.latency_ms, score=kept.full_score)
+    if r is not None and found[0][0] is None:
         res.results[0] = replace(res.best, uniform=found[0][1].best.uniform)
-        ctx.native_space = native[1]
-    ctx.resolution = {"native": size, "chosen": size if r is None else [r, r], "tried": tried}
+        ctx.native_space = found[0][3][1]
+    if ctx.resolution is not None:
+        ctx.resolution["chosen"] = ctx.resolution["native"] if r is None else [r, r]
     return res, predictor
 
 
@@ -618,9 +650,11 @@ def _search_pass(ctx: BuildContext) -> None:
         _warn(ctx.report, "screen_images needs the held-out batches as the metric; with a custom eval_fn every "
                           "candidate is scored in full")
     if ctx.resolutions:
-        ctx.result, predictor = _resolution_search(ctx, search)
+        found, tried = _resolution_searches(ctx, search)
     else:
-        ctx.result, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{tgt.name}.json")
+        res, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{tgt.name}.json")
+        found, tried = [(None, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores))], [{}]
+    ctx.result, predictor = _chosen(ctx, found, tried)
     _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result, ctx.full_ms)
     best = ctx.result.best
     if o.safety_margin == "auto" and predictor.error_pct() is None:
@@ -636,17 +670,18 @@ def _search_pass(ctx: BuildContext) -> None:
 def _confirm_pass(ctx: BuildContext) -> None:
     """The device has the last word. A search keeps the candidates the table predicts fastest
     for their score, so its pick leans toward ones the table under-predicts. With a device
-    attached, the best candidates under the search's limit (by score) are built and timed in
-    turn (one over budget is timed again before it is dropped: `settled`), and the first whose
-    measured latency is within budget + tolerance is kept, its pruned model with it; if none
-    is, the fastest measured one goes on and verification reports the miss. Measuring makes
+    attached, the kept candidate and then the best others under the search's limit (by score)
+    are built and timed in turn (one over budget is timed again before it is dropped:
+    `settled`), and the first whose measured latency is within budget + tolerance is kept, its
+    pruned model with it; if none is, the fastest measured one goes on and verification reports
+    the miss. Measuring makes
     this pass the one step of a build that a seed does not fix (README, Determinism)."""
     o, tgt, best = ctx.options, ctx.target, ctx.result.best
     if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
         return
     limit = best.budget_ms * (1 + o.tolerance)
     pool = sorted((c for c in ctx.result.archive if c.latency_ms <= best.limit_ms and c.full_score is not None),
-                  key=lambda c: (-c.full_score, c.latency_ms))[:o.confirm]  # fully scored ones (screening)
+                  key=lambda c: (c.widths != best.widths, -c.full_score, c.latency_ms))[:o.confirm]  # the pick first
     tried: list[tuple[Candidate, fx.GraphModule, list[float]]] = []
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
@@ -743,7 +778,7 @@ def _report_pass(ctx: BuildContext) -> None:
         "full_ms": ctx.full_ms or res.full_ms, "floor_ms": res.floor_ms, "predicted_ms": best.latency_ms,
         "verify": ctx.verification, "safety_margin": best.margin, "search_limit_ms": best.limit_ms,
         "confirmed": ctx.confirmed, "steps": ctx.steps, "resolution": ctx.resolution,
-        "reconstruct": ctx.reconstructed,
+        "refit_choice": ctx.refit_choice, "reconstruct": ctx.reconstructed,
         "accuracy": ctx.accuracy, "widths": best.widths,
         "groups": [{"id": g.id, "size": ctx.sizes.get(g.id, g.size), "kept": best.widths[g.id], "prunable": g.prunable,
                     "layers": list(dict.fromkeys(m.node for m in g.members))} for g in space.groups],  # graph order

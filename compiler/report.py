@@ -101,6 +101,11 @@ def render(report: dict[str, Any]) -> str:
                 ("what the search bought", _bought(t))]
         if t.get("reconstruct"):
             rows.append(("least-squares refit", _refit(t["reconstruct"])))
+        if choice := t.get("refit_choice"):
+            kept, top = next(c for c in choice if c["kept"]), choice[0]
+            rows.append(("chosen after the refit", f"{len(choice)} candidates refitted; kept {kept['score']:.4f} after "
+                         f"AdaBN -> {kept['refit_score']:.4f} refitted (the search's first: {top['score']:.4f} -> "
+                         f"{top['refit_score']:.4f})"))
         if res := t.get("resolution"):
             rows.append(("resolution", f"{'x'.join(map(str, res['chosen']))} chosen; " + resolutions(res)))
         rows += [(f"iterative step {s['step']}", f"budget {s['budget_ms']:.4g} ms, predicted {s['predicted_ms']:.4g} ms, "

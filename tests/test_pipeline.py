@@ -199,6 +199,34 @@ def test_a_data_driven_criterion_and_the_refit_run_in_a_compile(tiny_table, need
     assert "least-squares refit" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_refit_candidates_keeps_the_best_refitted_of_the_search_top(tiny_table, target, tmp_path) -> None:
+    """refit_candidates=3: the same search's 3 best under its limit (by AdaBN score) are refitted
+    and the best refitted one is built; its top-1 is today's pick, refitted exactly as a build
+    with refit_candidates=1 refits it (which chooses nothing). At 0.99x the tiny model's three
+    pruned width pairs are all under budget."""
+    g = torch.Generator().manual_seed(0)
+    data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()],
+                                  val=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()], source="test")
+    model = tiny()  # one set of weights for both builds
+    kw = dict(calib_data=data, table=str(tiny_table), max_evaluations=6, verify_engines=False, progress=False)
+    one = compiler.compile(model, torch.randn(1, 3, 16, 16), target, "0.99x", out_dir=tmp_path / "one", **kw)
+    three = compiler.compile(model, torch.randn(1, 3, 16, 16), target, "0.99x", out_dir=tmp_path / "three",
+                             refit_candidates=3, **kw)
+    t1, t3 = (r.report["targets"][target.name] for r in (one, three))
+    choice = t3["refit_choice"]
+    assert t1["refit_choice"] == [] and 2 <= len(choice) <= 3 and sum(c["kept"] for c in choice) == 1, choice
+    assert [c["score"] for c in choice] == sorted((c["score"] for c in choice), reverse=True)
+    assert choice[0]["score"] == t1["accuracy"]["adabn"] and choice[0]["refit_score"] == t1["accuracy"]["reconstructed"]
+    kept = next(c for c in choice if c["kept"])
+    assert kept["refit_score"] == max(c["refit_score"] for c in choice) == t3["accuracy"]["reconstructed"]
+    assert kept["predicted_ms"] == t3["predicted_ms"] and kept["score"] == t3["accuracy"]["adabn"]
+    assert three.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert "chosen after the refit" in (tmp_path / "three" / "report.html").read_text()
+    with pytest.raises(compiler.BadInputError, match="refit_candidates"):
+        compiler.compile(model, torch.randn(1, 3, 16, 16), target, "0.99x", out_dir=tmp_path / "bad",
+                         refit_candidates=0, **kw)
+
+
 def test_slimming_trains_for_sparsity_before_the_search(tiny_table, needs_pruning, target, tmp_path) -> None:
     g = torch.Generator().manual_seed(0)
     data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()],
