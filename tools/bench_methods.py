@@ -18,7 +18,7 @@ Wall seconds of selection and refit are recorded per run. Writes JSON and a PNG 
 The shipped results ran slimming@0.3 (it zeroed every scale) and, for MobileNetV2-small, a
 second run `--seeds 1 --criteria slimming@0.003,slimming@0.03 --plans-from` the first one's JSON
 (bench_methods_slimming_*.json), with the same widths. They fine-tuned seed 0 only; seeds 1 and 2
-were fine-tuned by a later run, `--first-seed 1 --seeds 2 --criteria l1,thinet,lasso --plans-from`
+were fine-tuned by a later run, `--first-seed 1 --seeds 2 --criteria l1 --plans-from`
 the first (bench_methods_*_ft12.json). A family held out from development (tools/heldout_fmnist.py,
 trained on first use) runs with `--models shufflenet_v2_x0_5_fmnist --plans uniform`.
 """
