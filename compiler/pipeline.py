@@ -138,6 +138,9 @@ class CompileOptions:
         if not (isinstance(self.refit_candidates, int) and not isinstance(self.refit_candidates, bool)
                 and 1 <= self.refit_candidates <= 20):
             raise BadInputError(f"refit_candidates must be a whole number from 1 to 20, got {self.refit_candidates!r}")
+        if self.refit_candidates > 1 and not self.reconstruct:
+            raise BadInputError("refit_candidates > 1 chooses among refitted candidates: it needs the refit "
+                                "(leave out --no-reconstruct / reconstruct=False)")
         if self.importance == "slimming" and not self.sparsity_epochs > 0:
             raise BadInputError("importance 'slimming' ranks channels by BatchNorm scales after sparsity training: "
                                 "give sparsity_epochs > 0 (CLI --sparsity-train EPOCHS), or use bn_gamma")

@@ -225,6 +225,9 @@ def test_refit_candidates_keeps_the_best_refitted_of_the_search_top(tiny_table, 
     with pytest.raises(compiler.BadInputError, match="refit_candidates"):
         compiler.compile(model, torch.randn(1, 3, 16, 16), target, "0.99x", out_dir=tmp_path / "bad",
                          refit_candidates=0, **kw)
+    with pytest.raises(compiler.BadInputError, match="needs the refit"):
+        compiler.compile(model, torch.randn(1, 3, 16, 16), target, "0.99x", out_dir=tmp_path / "bad",
+                         refit_candidates=3, reconstruct=False, **kw)
 
 
 def test_slimming_trains_for_sparsity_before_the_search(tiny_table, needs_pruning, target, tmp_path) -> None:

@@ -52,8 +52,9 @@ def test_prediction_of_a_width_the_correction_never_saw_is_close_to_its_measurem
     not (the fixture measures 3 of the 4 on-step width combinations, so one is always left out).
     A 30 us model on a shared host drifts by tens of percent between the profile and now (CI saw
     1.44x), so the claim is checked side by side: the held-out width against the unpruned model,
-    both timed now, interleaved, fastest median of 3 (interference only adds time), must keep the
-    time ratio the table predicts. The absolute prediction is only held to 2x here;
+    both timed now, interleaved, the middle of 3 medians (one run can land either way: CI once
+    timed the held-out width at 0.035, 0.051 and 0.051 ms), must keep the time ratio the table
+    predicts. The absolute prediction is only held to 2x here;
     tools/bench_latency_model.py measures it on real models."""
     table, _, x, tgt = profiled
     model = tiny()
@@ -71,7 +72,7 @@ def test_prediction_of_a_width_the_correction_never_saw_is_close_to_its_measurem
     for _ in range(3):
         for k, engine in engines.items():
             medians[k].append(tgt.measure(engine, QUICK_MODEL).median_ms)
-    measured = {k: min(v) for k, v in medians.items()}
+    measured = {k: sorted(v)[1] for k, v in medians.items()}
     predicted = {"held_out": pred(held_out), "full": pred(full)}
     ratio_error = (predicted["held_out"] / predicted["full"]) / (measured["held_out"] / measured["full"]) - 1
     assert abs(ratio_error) < 0.3, (predicted, medians)
