@@ -43,6 +43,13 @@ class Candidate:
     full_score: float | None = None  # the full score: = score without screening; when screening, only re-scored ones
 
 
+def ranked(candidates: Iterable[Candidate], limit_ms: float) -> list[Candidate]:
+    """The fully scored candidates under `limit_ms`, best first (full score, then the faster): the
+    one order the search's pick, the build's refit choice and its device confirm share."""
+    return sorted((c for c in candidates if c.latency_ms <= limit_ms and c.full_score is not None),
+                  key=lambda c: (-c.full_score, c.latency_ms))
+
+
 @dataclass
 class BudgetResult:
     budget: str
@@ -68,6 +75,10 @@ class SearchResult:
     @property
     def best(self) -> BudgetResult:
         return self.results[0]
+
+    def ranked(self) -> list[Candidate]:
+        """The archive's fully scored candidates under the first budget's limit, best first."""
+        return ranked(self.archive, self.best.limit_ms if self.best.limit_ms is not None else self.best.budget_ms)
 
     def pareto(self) -> list[Candidate]:
         """Candidates no other candidate beats on both latency and score, fastest first."""
@@ -221,8 +232,8 @@ class _Search:
         ok = [c for c in self.archive.values() if c.latency_ms <= ms]
         for c in sorted(ok, key=lambda c: (-c.score, c.latency_ms))[:rescore if self.evaluate.screen else 0]:
             c.full_score = self.evaluate.full(c.widths)
-        scored = [c for c in ok if c.full_score is not None]
-        return max(scored, key=lambda c: (c.full_score, -c.latency_ms)) if scored else None
+        top = ranked(ok, ms)
+        return top[0] if top else None
 
     def sample_random(self, budget_ms: float, band: float, tries: int = 2000) -> np.ndarray | None:
         """A random Widths whose latency falls in [budget * (1 - band), budget]."""

@@ -36,7 +36,7 @@ from latency_tables.profile import MODEL_TIMING
 from targets import Artifact, Target, settled
 
 from .core.adabn import adabn
-from .core.api import keep_mask, rewrite
+from .core.api import keep_mask, repaired, rewrite
 from .core.atomic import atomic_write_text, umask
 from .core.budget import Budget, parse_budget, schedule
 from .core.cost import macs, params
@@ -552,10 +552,8 @@ def _repaired(ctx: BuildContext, widths: Widths, gm: fx.GraphModule, space: Prun
     """`gm` pruned to `widths` as a build delivers it before any fine-tune: rewritten, refitted
     (with reconstruct; its per-layer records returned) and AdaBN-recalibrated on the calibration
     batches."""
-    pruned = rewrite(gm, space, widths, unit_scores, ctx.inputs)
-    layers = reconstruct(gm, pruned, space, keep_mask(gm, space, widths, unit_scores), ctx.calibration(),
-                         seed=ctx.options.seed) if ctx.options.reconstruct else None
-    return adabn(pruned, ctx.calibration()), layers
+    return repaired(gm, space, widths, unit_scores, ctx.inputs, ctx.calibration(), ctx.options.reconstruct,
+                    ctx.options.seed)
 
 
 def _resized_original(ctx: BuildContext, r: int) -> _AsNative:
@@ -570,13 +568,14 @@ def _resized_original(ctx: BuildContext, r: int) -> _AsNative:
 _Found = tuple[int | None, SearchResult, Any, tuple[fx.GraphModule, PruningSpace, np.ndarray]]
 
 
-def _resolution_searches(ctx: BuildContext, search: SearchOptions) -> tuple[list[_Found], list[dict[str, Any]]]:
+def _resolution_searches(ctx: BuildContext, search: SearchOptions) -> list[_Found]:
     """One search per resolution (the native one first) under the same budget in ms, from the
-    native unpruned prediction: each feasible one's (resolution, result, predictor, graph), and
-    what each found for the report. A resolution whose floor is over the budget is reported and
-    skipped. After iterative steps (ctx.native_predictor) the budget is the steps' and each
-    resolution's graph is timed as the original behind that resize, at its widths."""
-    native = (ctx.gm, ctx.space, ctx.unit_scores)
+    native unpruned prediction: each feasible one's (resolution, result, predictor, graph);
+    what each found goes to ctx.resolution["tried"] for the report. A resolution whose floor is
+    over the budget is reported there and skipped. After iterative steps (ctx.native_predictor)
+    the budget is the steps' and each resolution's graph is timed as the original behind that
+    resize, at its widths."""
+    native_gm = ctx.gm
     predictor = None
     if ctx.native_predictor is None:
         predictor = ctx.table.predictor(ctx.gm, ctx.inputs, ctx.target.fingerprint(), ctx.options.force,
@@ -588,7 +587,7 @@ def _resolution_searches(ctx: BuildContext, search: SearchOptions) -> tuple[list
     tried: list[dict[str, Any]] = []
     for r in [None, *ctx.resolutions]:
         if r is not None:
-            ctx.gm = lower(Resized(native[0], r), ctx.inputs)
+            ctx.gm = lower(Resized(native_gm, r), ctx.inputs)
             ctx.space = analyze(ctx.gm, channel_step=ctx.target.channel_step)
             _importance_pass(ctx)
             predictor = None if ctx.native_predictor is None else _resized_original(ctx, r)
@@ -606,32 +605,33 @@ def _resolution_searches(ctx: BuildContext, search: SearchOptions) -> tuple[list
                                     f"reachable latency at every allowed resolution: " + "; ".join(
                                         t["infeasible"] for t in tried))
     ctx.resolution = {"native": size, "chosen": None, "tried": tried}
-    return found, [t for t in tried if "score" in t]
+    return found
 
 
-def _chosen(ctx: BuildContext, found: list[_Found], tried: list[dict[str, Any]]) -> tuple[SearchResult, Any]:
+def _chosen(ctx: BuildContext, found: list[_Found]) -> tuple[SearchResult, Any]:
     """The search result a build keeps, and its predictor; ctx then holds its graph, space and
     importance. With reconstruct, when there is a choice (several resolutions, or
     refit_candidates K > 1), the K best candidates of each search by its own score are repaired
     as the build will deliver them (_repaired) and the best refitted score wins, its repair kept
     in ctx.repaired: after AdaBN alone the ranking is not the one after the refit
     (tools/bench_resolution.py, bench_refit_pick.py). Else the best search score (ties: the
-    earlier search, the larger resolution). `tried` (one dict per search) gets each search's
-    best refitted score. The uniform baseline stays the native one."""
+    earlier search, the larger resolution). Each resolution's entry in ctx.resolution["tried"]
+    gets its best refitted score. The uniform baseline stays the native one."""
     k, ctx.repaired = ctx.options.refit_candidates, None
     pick = max(range(len(found)), key=lambda i: (found[i][1].best.score, -i))
     kept: Candidate | None = None
     if ctx.options.reconstruct and (len(found) > 1 or k > 1):
+        searched = [t for t in ctx.resolution["tried"] if "score" in t] if ctx.resolution else []
         pairs: list[tuple[dict[str, Any], Candidate]] = []
         best = -math.inf
-        for i, ((_, res, _, graph), t) in enumerate(zip(found, tried)):
-            for c in sorted((c for c in res.archive if c.latency_ms <= res.best.limit_ms and c.full_score is not None),
-                            key=lambda c: (-c.full_score, c.latency_ms))[:k]:
+        for i, (_, res, _, graph) in enumerate(found):
+            for c in res.ranked()[:k]:
                 pruned, layers = _repaired(ctx, c.widths, *graph)
                 refit = score_of(ctx.metric, pruned)
-                pairs.append(({**({"size": t["size"]} if "size" in t else {}), "predicted_ms": c.latency_ms,
+                pairs.append(({**({"size": searched[i]["size"]} if searched else {}), "predicted_ms": c.latency_ms,
                                "score": c.full_score, "refit_score": refit}, c))
-                t["refit_score"] = max(t.get("refit_score", -math.inf), refit)
+                if searched:
+                    searched[i]["refit_score"] = max(searched[i].get("refit_score", -math.inf), refit)
                 if refit > best:  # only the best repair so far is kept
                     best, pick, kept, ctx.repaired = refit, i, c, (c.widths, pruned, layers)
         ctx.refit_choice = [{**e, "kept": c is kept} for e, c in pairs]
@@ -653,11 +653,11 @@ def _search_pass(ctx: BuildContext) -> None:
         _warn(ctx.report, "screen_images needs the held-out batches as the metric; with a custom eval_fn every "
                           "candidate is scored in full")
     if ctx.resolutions:
-        found, tried = _resolution_searches(ctx, search)
+        found = _resolution_searches(ctx, search)
     else:
         res, predictor = _searched(ctx, ctx.goal, search, f"{ctx.key}-{tgt.name}.json")
-        found, tried = [(None, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores))], [{}]
-    ctx.result, predictor = _chosen(ctx, found, tried)
+        found = [(None, res, predictor, (ctx.gm, ctx.space, ctx.unit_scores))]
+    ctx.result, predictor = _chosen(ctx, found)
     _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result, ctx.full_ms)
     best = ctx.result.best
     if o.safety_margin == "auto" and predictor.error_pct() is None:
@@ -683,8 +683,7 @@ def _confirm_pass(ctx: BuildContext) -> None:
     if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
         return
     limit = best.budget_ms * (1 + o.tolerance)
-    pool = sorted((c for c in ctx.result.archive if c.latency_ms <= best.limit_ms and c.full_score is not None),
-                  key=lambda c: (c.widths != best.widths, -c.full_score, c.latency_ms))[:o.confirm]  # the pick first
+    pool = sorted(ctx.result.ranked(), key=lambda c: c.widths != best.widths)[:o.confirm]  # the pick first
     tried: list[tuple[Candidate, fx.GraphModule, list[float]]] = []
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)

@@ -52,6 +52,15 @@ def test_every_result_meets_its_budget_on_the_grid() -> None:
     assert res.results[0].score >= res.results[1].score >= res.results[2].score
 
 
+def test_ranked_is_the_archive_under_the_limit_best_first_and_starts_with_the_pick() -> None:
+    res = run(budgets=["0.6x", "0.9x"], max_evaluations=16)  # the 0.9x candidates are over the 0.6x limit
+    top = res.ranked()
+    under = [c for c in res.archive if c.latency_ms <= res.best.limit_ms]
+    assert 1 < len(top) == len(under) < len(res.archive)  # some candidates were over the limit
+    assert top[0].widths == res.best.widths and top[0].full_score == res.best.score
+    assert all((a.full_score, -a.latency_ms) >= (b.full_score, -b.latency_ms) for a, b in zip(top, top[1:]))
+
+
 def test_evolution_beats_the_uniform_seed_and_is_deterministic() -> None:
     a, b = run(), run()
     assert [c.widths for c in a.archive] == [c.widths for c in b.archive]

@@ -40,13 +40,12 @@ import compiler  # noqa: E402
 import latency_tables  # noqa: E402
 import targets  # noqa: E402
 from bench_search import Meter, batches, finetune, tune_to_budget  # noqa: E402
-from heldout_fmnist import HELDOUT, heldout  # noqa: E402
+from heldout_fmnist import bench_model  # noqa: E402
 from compiler.core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from compiler.core.importance import scores, select  # noqa: E402
 from compiler.core.reconstruct import reconstruct  # noqa: E402
 from compiler.core.rewrite import apply  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
-from compiler.models import reference  # noqa: E402
 from compiler.slimming import scale_summary, sparsity_train  # noqa: E402
 
 SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
@@ -164,7 +163,7 @@ def main() -> None:
     result: dict[str, Any] = {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
                               "args": {k: str(v) for k, v in vars(args).items()}, "plans": {}, "rows": []}
     for name in args.models.split(","):
-        model = (heldout(name) if name in HELDOUT else reference(name)).eval()
+        model = bench_model(name)
         gm = compiler.lower(model, x)
         space = compiler.analyze(gm, channel_step=target.channel_step)
         meter = Meter(target, model, x)

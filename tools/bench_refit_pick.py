@@ -30,20 +30,11 @@ import compiler  # noqa: E402
 import latency_tables  # noqa: E402
 from bench_methods import SHIPPED, calib_batches  # noqa: E402
 from bench_search import batches, finetune  # noqa: E402
-from compiler.core.api import keep_mask  # noqa: E402
+from compiler.core.api import repaired  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.core.importance import scores  # noqa: E402
-from compiler.core.reconstruct import reconstruct  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
 from compiler.models import reference  # noqa: E402
-
-
-def refitted(gm: Any, space: Any, unit: Any, widths: dict[str, int], x: torch.Tensor, calib: Any,
-             seed: int) -> torch.nn.Module:
-    """`widths` as a build delivers them before any fine-tune: rewritten, refitted, AdaBN'd."""
-    pruned = compiler.rewrite(gm, space, widths, unit, x)
-    reconstruct(gm, pruned, space, keep_mask(gm, space, widths, unit), calib, seed=seed)
-    return compiler.adabn(pruned, calib)
 
 
 def one_case(name: str, fraction: float, seed: int, args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
@@ -56,8 +47,7 @@ def one_case(name: str, fraction: float, seed: int, args: argparse.Namespace, da
                           max_evaluations=args.evaluations, seed=seed, progress=False)
     search_s = time.perf_counter() - t0
     best = res.best
-    top = sorted((c for c in res.archive if c.latency_ms <= best.limit_ms),
-                 key=lambda c: (-c.score, c.latency_ms))[:args.top]
+    top = res.ranked()[:args.top]
     gm = compiler.lower(model, x)
     space = compiler.analyze(gm, channel_step=table.channel_step)
     unit = scores(gm, space, "l1", calib)
@@ -65,7 +55,7 @@ def one_case(name: str, fraction: float, seed: int, args: argparse.Namespace, da
     cands, models = [], []
     t0 = time.perf_counter()
     for rank, c in enumerate(top):
-        m = refitted(gm, space, unit, c.widths, x, calib, seed)
+        m = repaired(gm, space, c.widths, unit, x, calib, seed=seed)[0]
         models.append(m)
         cands.append({"rank": rank, "predicted_ms": c.latency_ms, "adabn_val": c.score, "refit_val": val(m),
                       "refit_test": test(m)})

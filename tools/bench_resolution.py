@@ -1,6 +1,7 @@
 """With vs without resolution as a knob, through the whole compile pass.
 
-On the Fashion-MNIST reference models (28 x 28 inputs), one latency table is profiled on this
+On the Fashion-MNIST reference models or a held-out family (tools/heldout_fmnist.py; 28 x 28
+inputs), one latency table is profiled on this
 machine for the model at its native size and behind an input resize to each of
 `--resolutions` (`latprune profile --resolutions`; grid and variants below the defaults, to fit
 the bench). At each budget (a fraction of the native unpruned model's predicted latency),
@@ -28,11 +29,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compiler  # noqa: E402
-import latency_tables  # noqa: E402
 import targets  # noqa: E402
-from bench_search import Meter, compile_bench_args, compile_bench_setup  # noqa: E402
+from bench_search import Meter, compile_bench_args, compile_bench_setup, profiled_table  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
-from compiler.models import reference  # noqa: E402
+from heldout_fmnist import bench_model  # noqa: E402
 from compiler.resolution import Resized  # noqa: E402
 
 
@@ -40,8 +40,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     compile_bench_args(ap)
     ap.add_argument("--resolutions", default="24,20")
-    ap.add_argument("--grid-points", type=int, default=3)
-    ap.add_argument("--variants", type=int, default=6)
     args = ap.parse_args()
     sizes = tuple(int(r) for r in args.resolutions.split(","))
     data, test = compile_bench_setup(args)
@@ -51,13 +49,9 @@ def main() -> None:
     profiled: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            model = reference(name).eval()
+            model = bench_model(name)
             table = Path(tmp) / f"{name}.json"
-            t0 = time.perf_counter()
-            for m in [*(Resized(model, r) for r in sizes), model]:
-                latency_tables.profile(m, x, target, out=table, grid_points=args.grid_points, variants=args.variants,
-                                       off_step_variants=0, progress=False)
-            profiled[name] = round(time.perf_counter() - t0, 1)
+            profiled[name] = profiled_table([*(Resized(model, r) for r in sizes), model], x, target, table, args)
             meter = Meter(target, model, x)
             for fraction in args.budgets.split(","):
                 for epochs in (0.0, args.epochs):

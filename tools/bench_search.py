@@ -59,7 +59,20 @@ def compile_bench_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--test-images", type=int, default=2000)
     ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--grid-points", type=int, default=3, help="when a bench profiles its own table")
+    ap.add_argument("--variants", type=int, default=6, help="when a bench profiles its own table")
     ap.add_argument("--out", type=Path, required=True)
+
+
+def profiled_table(models: list[nn.Module], x: torch.Tensor, target: Any, out: Path,
+                   args: argparse.Namespace) -> float:
+    """Profile `models` into one table at `out` (--grid-points, --variants, no off-step
+    variants): for models the shipped table has no blocks of. Returns the wall seconds."""
+    t0 = time.perf_counter()
+    for m in models:
+        latency_tables.profile(m, x, target, out=out, grid_points=args.grid_points, variants=args.variants,
+                               off_step_variants=0, progress=False)
+    return round(time.perf_counter() - t0, 1)
 
 
 def compile_bench_setup(args: argparse.Namespace) -> tuple[Any, Callable[[nn.Module], float]]:

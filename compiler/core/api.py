@@ -8,9 +8,11 @@ import numpy as np
 import torch
 import torch.fx as fx
 
+from .adabn import adabn
 from .groups import analyze
 from .importance import Criterion, scores, select
 from .lower import as_inputs, lower
+from .reconstruct import reconstruct
 from .rewrite import apply
 from .space import PruningSpace, Widths
 
@@ -38,6 +40,19 @@ def rewrite(gm: fx.GraphModule, space: PruningSpace, widths: Widths | None,
     pruned = apply(gm, space, keep, inputs)
     pruned.meta["latprune"] = {"space": space, "widths": resolved}
     return pruned
+
+
+def repaired(gm: fx.GraphModule, space: PruningSpace, widths: Widths, unit_scores: np.ndarray,
+             example_inputs: torch.Tensor | Sequence[torch.Tensor], calib_data: Sequence[Any], refit: bool = True,
+             seed: int = 0) -> tuple[fx.GraphModule, list[dict[str, Any]] | None]:
+    """`gm` pruned to `widths` as a build delivers it before any fine-tune: rewritten,
+    least-squares refitted (with `refit`; its per-layer records returned) and
+    AdaBN-recalibrated on `calib_data`. One spelling for the build and the benchmarks that
+    measure what a build delivers."""
+    pruned = rewrite(gm, space, widths, unit_scores, example_inputs)
+    layers = reconstruct(gm, pruned, space, keep_mask(gm, space, widths, unit_scores), calib_data,
+                         seed=seed) if refit else None
+    return adabn(pruned, calib_data), layers
 
 
 def prune(model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
