@@ -405,7 +405,7 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
     full_ms = predictor(None)
     floor_ms = predictor(genes.widths(np.zeros(len(genes.groups), dtype=int)))
     labelled = [(b.label, b.ms(full_ms)) for b in parsed]
-    check_feasible(dict(labelled), floor_ms, where)
+    check_feasible(dict(labelled), floor_ms, where, full_ms)
     margin = _margin(opt.safety_margin, predictor)
     limits = [(label, max(ms / (1 + margin), floor_ms)) for label, ms in labelled]
     rng = np.random.default_rng(opt.seed)

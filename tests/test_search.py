@@ -107,6 +107,17 @@ def test_infeasible_budget_names_the_floor() -> None:
     assert e.value.exit_code == 3
 
 
+def test_a_table_that_predicts_the_floor_slower_than_the_unpruned_model_is_named_as_the_cause() -> None:
+    from compiler.core.budget import check_feasible
+
+    with pytest.raises(compiler.InfeasibleBudgetError, match="contradict each other") as e:
+        check_feasible({"0.75x": 1.5}, floor_ms=2.1, where="onnxruntime-cpu", full_ms=2.0)
+    assert "2.1 ms" in str(e.value) and "2 ms" in str(e.value)
+    with pytest.raises(compiler.InfeasibleBudgetError) as e:
+        check_feasible({"0.25x": 0.5}, floor_ms=1.0, where="onnxruntime-cpu", full_ms=2.0)
+    assert "contradict" not in str(e.value)  # an ordinary floor: the budget is what is wrong
+
+
 @pytest.mark.parametrize("bad", ["fast", "-2ms", "0x", ""])
 def test_bad_budget_is_a_clear_error(bad: str) -> None:
     with pytest.raises(compiler.BadInputError, match="budget"):

@@ -19,7 +19,8 @@ The shipped results ran slimming@0.3 (it zeroed every scale) and, for MobileNetV
 second run `--seeds 1 --criteria slimming@0.003,slimming@0.03 --plans-from` the first one's JSON
 (bench_methods_slimming_*.json), with the same widths. They fine-tuned seed 0 only; seeds 1 and 2
 were fine-tuned by a later run, `--first-seed 1 --seeds 2 --criteria l1 --plans-from`
-the first (bench_methods_*_ft12.json). A family held out from development (tools/heldout_fmnist.py,
+the first (bench_methods_*_ft12.json), the other criteria by `--criteria l2,bn_gamma,thinet,lasso,slimming@0.03`
+(`*_ft12b.json`); `--merge` puts the runs of a model into one summary (`*_merged.json`). A family held out from development (tools/heldout_fmnist.py,
 trained on first use) runs with `--models shufflenet_v2_x0_5_fmnist --plans uniform`.
 """
 from __future__ import annotations
@@ -114,6 +115,26 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def merged(paths: list[Path]) -> dict[str, Any]:
+    """The rows of several runs (e.g. seeds 1-2 fine-tuned by a later run), one per (model,
+    budget, plan, criterion, seed): a later file adds its fields to an earlier file's row. Where
+    both scored the same thing the values must agree (the runs are deterministic); the count of
+    such checks is recorded."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    checked = 0
+    for path in paths:
+        for r in json.loads(path.read_text())["rows"]:
+            key = (r["model"], r["budget"], r["plan"], r["criterion"], r["seed"])
+            old = rows.setdefault(key, {})
+            for m in ("adabn", "refit", "adabn_finetuned", "refit_finetuned"):
+                if m in old and m in r:
+                    if old[m] != r[m]:
+                        raise SystemExit(f"{path}: {key} {m} = {r[m]}, another run gave {old[m]}")
+                    checked += 1
+            old.update(r)
+    return {"merged": [str(p) for p in paths], "checked_equal": checked, "rows": list(rows.values())}
+
+
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -151,8 +172,15 @@ def main() -> None:
                     "shipped table has no blocks of theirs to search with)")
     ap.add_argument("--plans-from", type=Path, help="reuse the width plans (and their measurements) of an earlier run")
     ap.add_argument("--torch-threads", type=int, default=2)
+    ap.add_argument("--merge", type=Path, nargs="+", help="only summarise the rows of these result files into --out")
     ap.add_argument("--out", type=Path, default=Path("tools/results/bench_methods.json"))
     args = ap.parse_args()
+    if args.merge:
+        result = merged(args.merge)
+        result["summary"] = summarise(result["rows"])
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+        plot(result["summary"], args.out.with_suffix(".png"))
+        return
     torch.set_num_threads(args.torch_threads)
     t_start = time.perf_counter()
     (xtr, ytr), (xval, yval) = split_train()

@@ -45,15 +45,21 @@ def parse_budget(spec: str | float | Budget) -> Budget:
     return Budget(value, False)
 
 
-def check_feasible(budgets_ms: dict[str, float], floor_ms: float, where: str) -> None:
-    """Refuse budgets under the fastest reachable model, naming that floor."""
+def check_feasible(budgets_ms: dict[str, float], floor_ms: float, where: str, full_ms: float | None = None) -> None:
+    """Refuse budgets under the fastest reachable model, naming that floor. A table that predicts
+    the floor no faster than the unpruned model (`full_ms`) contradicts itself, and the refusal
+    says so: a budget is not what is wrong there."""
     low = {k: v for k, v in budgets_ms.items() if v < floor_ms}
     if low:
         said = ", ".join(f"{k} = {v:.4g} ms" for k, v in low.items())
+        contradiction = "" if full_ms is None or floor_ms < full_ms else (
+            f"; but the table predicts that smallest model no faster than the unpruned one ({full_ms:.4g} ms), so its "
+            "measurements contradict each other (profiled on a busy machine?): profile this model again into a new "
+            "table on an idle machine")
         raise InfeasibleBudgetError(
             f"latency budget {said} is below the smallest reachable latency {floor_ms:.4g} ms on {where} "
             "(every prunable group at its minimum width); raise the budget, lower the channel_step, "
-            "or choose a faster target")
+            f"or choose a faster target{contradiction}")
 
 
 def schedule(full_ms: float, goal_ms: float, steps: int) -> list[float]:
