@@ -70,14 +70,19 @@ def main() -> None:
             for fraction in args.budgets.split(","):
                 for label, kw in schedules(args.steps, args.epochs).items():
                     t0 = time.perf_counter()
-                    res = compiler.compile(model, x, target, f"{fraction}x", calib_data=data, table=str(table),
-                                           out_dir=Path(tmp) / "out", cache_dir=Path(tmp) / "cache", force=True,
-                                           max_evaluations=args.evaluations, screen_images=256, seed=args.seed,
-                                           verify_engines=False, progress=False, **kw)
+                    row = {"model": name, "budget": f"{fraction}x", "schedule": label, **kw}
+                    try:
+                        res = compiler.compile(model, x, target, f"{fraction}x", calib_data=data, table=str(table),
+                                               out_dir=Path(tmp) / "out", cache_dir=Path(tmp) / "cache", force=True,
+                                               max_evaluations=args.evaluations, screen_images=256, seed=args.seed,
+                                               verify_engines=False, progress=False, **kw)
+                    except compiler.InfeasibleBudgetError as exc:  # a result: a profiled table's floor is over it
+                        rows.append({**row, "infeasible": str(exc)})
+                        print(json.dumps(rows[-1]), flush=True)
+                        continue
                     seconds = time.perf_counter() - t0
                     t = res.report["targets"][target.name]
-                    rows.append({"model": name, "budget": f"{fraction}x", "schedule": label, **kw,
-                                 "test_top1": test(res.model), "accuracy_val": t["accuracy"],
+                    rows.append({**row, "test_top1": test(res.model), "accuracy_val": t["accuracy"],
                                  "predicted_ms": t["predicted_ms"], "budget_ms": t["budget_ms"],
                                  "steps_report": t["steps"], "build_s": round(seconds, 1), **meter(res.model)})
                     print(json.dumps(rows[-1]), flush=True)
