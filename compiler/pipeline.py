@@ -549,9 +549,7 @@ def _steps_pass(ctx: BuildContext) -> None:
 
 def _repaired(ctx: BuildContext, widths: Widths, gm: fx.GraphModule, space: PruningSpace,
               unit_scores: np.ndarray) -> tuple[fx.GraphModule, list[dict[str, Any]] | None]:
-    """`gm` pruned to `widths` as a build delivers it before any fine-tune: rewritten, refitted
-    (with reconstruct; its per-layer records returned) and AdaBN-recalibrated on the calibration
-    batches."""
+    """compiler.core.api.repaired with the build's calibration batches, refit option and seed."""
     return repaired(gm, space, widths, unit_scores, ctx.inputs, ctx.calibration(), ctx.options.reconstruct,
                     ctx.options.seed)
 

@@ -25,6 +25,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compiler.core.atomic import atomic_path  # noqa: E402
 from compiler.data import split_train  # noqa: E402
+from compiler.models import reference  # noqa: E402
 from train_reference import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1] / "build" / "heldout"
@@ -68,7 +69,6 @@ def heldout(name: str) -> nn.Module:
 
 def bench_model(name: str) -> nn.Module:
     """A benchmark's model by name, in eval mode: a reference model, or a held-out one."""
-    from compiler.models import reference
     return heldout(name) if name in HELDOUT else reference(name).eval()
 
 
