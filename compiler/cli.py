@@ -215,7 +215,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             force=args.force,
             safety_margin=args.safety_margin, confirm=args.confirm,
             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
-            screen_images=args.screen_images, rescore=args.rescore,
+            screen_images=args.screen_images, rescore=args.rescore, workers=args.workers, ray=args.ray,
             shipped_tables=not args.no_shipped_tables, memory_limit=args.memory_limit, progress=not args.quiet,
             wait=not args.no_wait, check=args.check, dump_dir=args.dump_dir)
         result = run_compile(model, inputs, tgts, args.budget, table=args.table, calib_data=data, eval_fn=eval_fn,
@@ -350,6 +350,12 @@ def parser() -> argparse.ArgumentParser:
                         f"only the --rescore best on all of them (0: all in full; default {CompileOptions.screen_images})")
     p.add_argument("--rescore", type=POSITIVE_INT, default=CompileOptions.rescore,
                    help=f"candidates scored in full after screening (default {CompileOptions.rescore})")
+    p.add_argument("--workers", type=POSITIVE_INT, default=CompileOptions.workers,
+                   help="score search candidates in this many local processes, one thread each; the result does "
+                        f"not depend on it (default {CompileOptions.workers}: in this process)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="score search candidates on a Ray cluster ('auto', ray://HOST:PORT, or 'local'), one actor "
+                        "per CPU or --workers of them; needs pip install 'latprune[ray]'")
     p.add_argument("--out", type=Path, default=Path("build/latprune"))
     p.add_argument("--table", type=Path, action="append",
                    help="use this latency table (one per --target, in order; default: profile into the cache)")

@@ -13,10 +13,10 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ def materialize(data: Iterable[Any], max_batches: int | None, what: str) -> list
     return out
 
 
-def top1(data: Iterable[Any], max_batches: int | None = None, max_images: int | None = None) -> EvalFn:
+def top1(data: Iterable[Any], max_batches: int | None = None, max_images: int | None = None) -> Top1:
     """An eval_fn: top-1 accuracy over (input, label) batches (the first `max_images` images of
     them, when given), held in memory once."""
     batches = materialize(data, max_batches, "evaluation data")
@@ -61,17 +61,24 @@ def top1(data: Iterable[Any], max_batches: int | None = None, max_images: int | 
             raise BadInputError("evaluation data must yield (input, label) tensor pairs")
         if not torch.isfinite(b[0]).all():
             raise BadInputError("evaluation data contains NaN or infinite inputs")
+    return Top1(batches)
 
-    def metric(model: nn.Module) -> float:
+
+class Top1:
+    """Top-1 accuracy over batches held in memory: a class rather than a closure, so that it can
+    be sent to worker processes."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+
+    def __call__(self, model: nn.Module) -> float:
         model.eval()
         hits = total = 0
         with torch.no_grad():
-            for x, y in batches:
+            for x, y in self.batches:
                 hits += int((model(x).argmax(1) == y).sum())
                 total += len(y)
         return hits / total
-
-    return metric
 
 
 def _first_images(batches: list[Any], n: int) -> list[Any]:
@@ -113,22 +120,61 @@ def widths_key(space: PruningSpace, widths: Widths) -> str:
     return ",".join(str(widths[g.id]) for g in space.groups)
 
 
+@dataclass(frozen=True)
+class Job:
+    """Everything scoring a candidate needs, and nothing else: what a worker receives once."""
+
+    gm: fx.GraphModule
+    space: PruningSpace
+    unit_scores: np.ndarray
+    calib: list[Any]
+    metric: EvalFn
+    screen: Screen | None
+
+
+Seconds = dict[str, float]
+
+
+def score(job: Job, widths: Widths, screened: bool) -> tuple[float, Seconds]:
+    """One candidate's score (rewrite, AdaBN, metric) and the seconds each stage took: the
+    screen's cheap score when `screened`, else the full one."""
+    metric, batches = (job.screen.metric, job.screen.adabn_batches) if screened and job.screen else (job.metric, None)
+    t0 = time.perf_counter()
+    model = apply(job.gm, job.space, select(job.space, widths, job.unit_scores))
+    t1 = time.perf_counter()
+    adabn(model, job.calib, max_batches=batches)
+    t2 = time.perf_counter()
+    value = score_of(metric, model)
+    return value, {"rewrite": t1 - t0, "adabn": t2 - t1, "eval": time.perf_counter() - t2}
+
+
+class Pool(Protocol):
+    """Scores candidates elsewhere (compiler.workers): results as they finish, by submission index."""
+
+    def imap(self, items: list[tuple[Widths, bool]]) -> Iterator[tuple[int, tuple[float, Seconds]]]: ...
+
+
 class Evaluator:
     """widths -> score (higher is better), with a cost split per stage and a score cache. With a
     `screen`, calling it gives the cheap score and `full()` the full one; without, both are the
-    full score."""
+    full score. With a `pool`, `many` scores a batch in parallel; what it returns does not
+    depend on the pool."""
 
     def __init__(self, gm: fx.GraphModule, space: PruningSpace, unit_scores: np.ndarray,
                  calib_batches: list[Any], eval_fn: EvalFn, cache_path: Path | None = None,
                  cache_key: str = "", screen: Screen | None = None) -> None:
         self.gm, self.space, self.unit_scores = gm, space, unit_scores
         self.calib, self.eval_fn, self.screen = calib_batches, eval_fn, screen
+        self.pool: Pool | None = None
         self.seconds = {"rewrite": 0.0, "adabn": 0.0, "eval": 0.0}
         self.evaluations = self.full_evaluations = 0
         self.cache_hits = 0
         self.cache_path, self.cache_key = cache_path, cache_key
         self.scores, full = self._load_cache()  # scores: what the search ranks by
         self.full_scores = full if screen is not None else self.scores
+
+    def job(self) -> Job:
+        return Job(self.gm, self.space, self.unit_scores, self.calib, self.eval_fn, self.screen)
 
     def _load_cache(self) -> tuple[dict[str, float], dict[str, float]]:
         if self.cache_path is None or not self.cache_path.exists():
@@ -151,48 +197,35 @@ class Evaluator:
                                                            "scores": self.scores,
                                                            "full": self.full_scores if self.screen else {}}) + "\n")
 
-    def build(self, widths: Widths, adabn_batches: int | None = None) -> fx.GraphModule:
-        """The candidate model after rewrite and AdaBN (on the first `adabn_batches` batches)."""
-        t0 = time.perf_counter()
-        model = apply(self.gm, self.space, select(self.space, widths, self.unit_scores))
-        t1 = time.perf_counter()
-        adabn(model, self.calib, max_batches=adabn_batches)
-        self.seconds["rewrite"] += t1 - t0
-        self.seconds["adabn"] += time.perf_counter() - t1
-        return model
-
     def __call__(self, widths: Widths) -> float:
         """The search's score: the screen's when screening, else the full one."""
-        if self.screen is None:
-            return self.full(widths)
-        key = widths_key(self.space, widths)
-        if key not in self.scores:
-            self.scores[key] = self._score(widths, self.screen.metric, self.screen.adabn_batches)
-            self.evaluations += 1
-            self._checkpoint()
-        else:
-            self.cache_hits += 1
-        return self.scores[key]
+        return self.many([widths])[0]
 
     def full(self, widths: Widths) -> float:
         """The full score: every calibration batch, the whole held-out metric."""
-        key = widths_key(self.space, widths)
-        if key not in self.full_scores:
-            self.full_scores[key] = self._score(widths, self.eval_fn, None)
-            self.full_evaluations += 1
-            if self.screen is None:
-                self.evaluations += 1
-            self._checkpoint()
-        elif self.screen is None:
-            self.cache_hits += 1
-        return self.full_scores[key]
+        return self.many([widths], full=True)[0]
 
-    def _score(self, widths: Widths, metric: EvalFn, adabn_batches: int | None) -> float:
-        model = self.build(widths, adabn_batches)
-        t0 = time.perf_counter()
-        score = score_of(metric, model)
-        self.seconds["eval"] += time.perf_counter() - t0
-        return score
+    def many(self, batch: Sequence[Widths], full: bool = False) -> list[float]:
+        """Scores of a batch of candidates, in order: the search's (screened unless `full`). Those
+        not cached are scored together, in the pool when there is one; each score is cached as it
+        finishes, so an interrupted batch keeps what it finished."""
+        screened = self.screen is not None and not full
+        store = self.scores if screened else self.full_scores
+        keys = [widths_key(self.space, w) for w in batch]
+        todo = {k: w for k, w in zip(keys, batch) if k not in store}
+        self.cache_hits += sum(k in store for k in keys) if screened or self.screen is None else 0
+        items = [(w, screened) for w in todo.values()]
+        results = self.pool.imap(items) if self.pool is not None else \
+            ((i, score(self.job(), w, s)) for i, (w, s) in enumerate(items))
+        names = list(todo)
+        for i, (value, seconds) in results:
+            store[names[i]] = value
+            for stage, t in seconds.items():
+                self.seconds[stage] += t
+            self.evaluations += screened or self.screen is None
+            self.full_evaluations += not screened
+            self._checkpoint()
+        return [store[k] for k in keys]
 
     def _checkpoint(self) -> None:
         if (self.evaluations + self.full_evaluations) % SAVE_EVERY == 0:

@@ -23,12 +23,14 @@ from latency_tables import LatencyTable
 from .core.budget import Budget, check_feasible, parse_budget
 from .core.errors import BadInputError
 from .evaluate import EvalFn, Evaluator, Screen, materialize, top1, widths_key
+from .workers import parallel
 from .core.groups import analyze
 from .core.importance import Criterion, scores
 from .core.lower import lower
 from .core.space import PruningSpace, Widths
 
 STRATEGIES = ("evolution", "random")
+Batch = list[tuple[np.ndarray, str]]  # candidates' genes and origins, waiting to be scored together
 
 
 @dataclass
@@ -139,20 +141,30 @@ class _Search:
     def done(self) -> bool:
         return len(self.archive) >= self.max_evaluations or (self.deadline is not None and time.monotonic() > self.deadline)
 
-    def seen(self, genes: np.ndarray) -> bool:
-        return widths_key(self.evaluate.space, self.g.widths(genes)) in self.archive
+    def key(self, genes: np.ndarray) -> str:
+        return widths_key(self.evaluate.space, self.g.widths(genes))
 
-    def add(self, genes: np.ndarray, origin: str) -> Candidate | None:
-        if self.done() or self.seen(genes):
-            return None
-        w = self.g.widths(genes)
-        score = self.evaluate(w)
-        c = Candidate(w, self.latency(genes), score, origin, len(self.archive),
-                      None if self.evaluate.screen else score)
-        self.archive[widths_key(self.evaluate.space, w)] = c
-        self.bar.update()
+    def seen(self, genes: np.ndarray, batch: Sequence[tuple[np.ndarray, str]] = ()) -> bool:
+        """Evaluated already, or waiting in `batch` to be."""
+        key = self.key(genes)
+        return key in self.archive or any(self.key(g) == key for g, _ in batch)
+
+    def room(self, batch: Batch) -> bool:
+        return len(self.archive) + len(batch) < self.max_evaluations
+
+    def budget_for(self, batch: Batch) -> float:
+        """Budgets take turns, one per candidate, counting those waiting in `batch`."""
+        return self.budgets[(len(self.archive) + len(batch)) % len(self.budgets)][1]
+
+    def add(self, batch: Batch) -> None:
+        """Score a batch of new candidates together (in parallel when the evaluator has workers)
+        and archive them in the batch's order."""
+        widths = [self.g.widths(g) for g, _ in batch]
+        for (genes, origin), w, score in zip(batch, widths, self.evaluate.many(widths)):
+            self.archive[widths_key(self.evaluate.space, w)] = Candidate(
+                w, self.latency(genes), score, origin, len(self.archive), None if self.evaluate.screen else score)
+        self.bar.update(len(batch))
         self.bar.set_postfix_str(" ".join(f"{k}:{b.score:.4f}" for k, b in self.best().items() if b) or "-")
-        return c
 
     def repair(self, genes: np.ndarray, budget_ms: float, band: float = 0.0) -> np.ndarray | None:
         """Shrink random groups one step at a time (weighted by the latency each step saves)
@@ -207,11 +219,13 @@ class _Search:
         genes = self.g.ratio(lo)
         return self.repair(genes, ms) if self.latency(genes) > ms else genes
 
-    def seed_uniform(self) -> None:
+    def seed_uniform(self) -> Batch:
+        batch: Batch = []
         for _, ms in self.budgets:
             genes = self.uniform(ms)
-            if genes is not None:
-                self.add(genes, "uniform")
+            if genes is not None and self.room(batch) and not self.seen(genes, batch):
+                batch.append((genes, "uniform"))
+        return batch
 
     def uniform_baseline(self, ms: float) -> Candidate | None:
         """The uniform candidate for a budget, fully scored: from the archive, else evaluated now
@@ -228,59 +242,75 @@ class _Search:
 
     def final(self, ms: float, rescore: int) -> Candidate | None:
         """The best candidate under `ms` by full score. When screening, the `rescore` best by
-        screen score are scored in full first, and only they compete."""
+        screen score are scored in full first (together), and only they compete."""
         ok = [c for c in self.archive.values() if c.latency_ms <= ms]
-        for c in sorted(ok, key=lambda c: (-c.score, c.latency_ms))[:rescore if self.evaluate.screen else 0]:
-            c.full_score = self.evaluate.full(c.widths)
+        again = sorted(ok, key=lambda c: (-c.score, c.latency_ms))[:rescore if self.evaluate.screen else 0]
+        for c, full in zip(again, self.evaluate.many([c.widths for c in again], full=True)):
+            c.full_score = full
         top = ranked(ok, ms)
         return top[0] if top else None
 
-    def sample_random(self, budget_ms: float, band: float, tries: int = 2000) -> np.ndarray | None:
-        """A random Widths whose latency falls in [budget * (1 - band), budget]."""
+    def sample_random(self, budget_ms: float, band: float, batch: Batch, tries: int = 2000) -> np.ndarray | None:
+        """A random Widths, not yet seen, whose latency falls in [budget * (1 - band), budget]."""
         for _ in range(tries):
             genes = self.g.random(self.rng)
-            if budget_ms * (1 - band) <= self.latency(genes) <= budget_ms and not self.seen(genes):
+            if budget_ms * (1 - band) <= self.latency(genes) <= budget_ms and not self.seen(genes, batch):
                 return genes
         return None
 
-    def random_search(self, band: float) -> None:
-        """EagleEye: random Widths kept when they fall in a budget's band, budgets in turn."""
+    def random_search(self, band: float, generation: int) -> None:
+        """EagleEye: random Widths kept when they fall in a budget's band, budgets in turn, scored
+        `generation` at a time (the draws do not depend on scores, so the batch size changes nothing)."""
         misses = 0
         while not self.done() and misses < 4 * len(self.budgets):
-            if self.random_once(band) is None:
-                misses += 1
+            batch: Batch = []
+            while len(batch) < generation and self.room(batch) and misses < 4 * len(self.budgets):
+                genes = self.sample_random(self.budget_for(batch), band, batch)
+                if genes is None:
+                    misses += 1
+                else:
+                    batch.append((genes, "random"))
+            self.add(batch)
 
-    def random_once(self, band: float) -> Candidate | None:
-        _, ms = self.budgets[len(self.archive) % len(self.budgets)]
-        genes = self.sample_random(ms, band)
-        return None if genes is None else self.add(genes, "random")
-
-    def evolve(self, population: int, parents: int, mutation_prob: float, band: float) -> None:
-        """MetaPruning: seed with uniform scaling and random samples, then breed the top-k of each
-        budget by mutation and crossover, repairing children that go over their budget."""
-        self.seed_uniform()
-        while len(self.archive) < population and not self.done():
-            if self.random_once(band) is None:
+    def evolve(self, population: int, parents: int, mutation_prob: float, band: float, generation: int) -> None:
+        """MetaPruning: seed with uniform scaling and random samples, then breed generations of
+        `generation` children from the top-k of each budget (as the archive stood when the
+        generation began) by mutation and crossover, repairing children that go over their
+        budget. A generation is scored together, so workers can share it; generation=1 breeds
+        each child from every score before it."""
+        seeds = self.seed_uniform()
+        while len(self.archive) + len(seeds) < population and self.room(seeds):
+            genes = self.sample_random(self.budget_for(seeds), band, seeds)
+            if genes is None:
                 break
+            seeds.append((genes, "random"))
+        self.add(seeds)
         stale = 0
         while not self.done() and stale < 50:
-            label, ms = self.budgets[len(self.archive) % len(self.budgets)]
-            pool = sorted((c for c in self.archive.values() if c.latency_ms <= ms),
-                          key=lambda c: (-c.score, c.latency_ms))[:parents]
-            if not pool:
-                stale += 1
-                continue
-            genes_of = [self._genes(c.widths) for c in pool]
-            if len(pool) > 1 and self.rng.random() < 0.5:
-                a, b = self.rng.choice(len(pool), 2, replace=False)
-                child, origin = np.where(self.rng.random(len(self.g.groups)) < 0.5, genes_of[a], genes_of[b]), "crossover"
-            else:
-                child, origin = self._mutate(genes_of[self.rng.integers(len(pool))], mutation_prob), "mutation"
-            child = self.repair(child, ms, band)
-            if child is None or self.add(child, origin) is None:
-                stale += 1
-            else:
-                stale = 0
+            children: Batch = []
+            while len(children) < generation and self.room(children) and stale < 50:
+                child = self.child(self.budget_for(children), parents, mutation_prob, band)
+                if child is None or self.seen(child[0], children):
+                    stale += 1
+                else:
+                    children.append(child)
+                    stale = 0
+            self.add(children)
+
+    def child(self, ms: float, parents: int, mutation_prob: float, band: float) -> tuple[np.ndarray, str] | None:
+        """A child bred from the `parents` best under `ms`, repaired to fit it; None if none fits."""
+        pool = sorted((c for c in self.archive.values() if c.latency_ms <= ms),
+                      key=lambda c: (-c.score, c.latency_ms))[:parents]
+        if not pool:
+            return None
+        genes_of = [self._genes(c.widths) for c in pool]
+        if len(pool) > 1 and self.rng.random() < 0.5:
+            a, b = self.rng.choice(len(pool), 2, replace=False)
+            child, origin = np.where(self.rng.random(len(self.g.groups)) < 0.5, genes_of[a], genes_of[b]), "crossover"
+        else:
+            child, origin = self._mutate(genes_of[self.rng.integers(len(pool))], mutation_prob), "mutation"
+        child = self.repair(child, ms, band)
+        return None if child is None else (child, origin)
 
     def _mutate(self, genes: np.ndarray, p: float) -> np.ndarray:
         child = genes.copy()
@@ -297,9 +327,12 @@ class _Search:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How the search runs. `channel_step` defaults to the table's. Evolution runs `iterations`
-    generations of `population` children when given (MetaPruning's loop), at most
-    `max_evaluations` candidates either way; `time_budget_s` only cuts it short. With
+    """How the search runs. `channel_step` defaults to the table's. Evolution seeds `population`
+    candidates, then breeds generations of `generation` children, each generation scored
+    together (by `workers` local processes, or on the Ray cluster at `ray`; neither changes what
+    is found). `iterations` counts generations of `population` candidates when given, at most
+    `max_evaluations` candidates either way; `time_budget_s` only cuts it short, between
+    generations. With
     `screen_images`, every candidate is scored on that many held-out images after AdaBN on
     `screen_adabn_batches` batches, and the `rescore` best per budget are scored in full before
     one is picked (tools/bench_fitness.py: how well the cheap score ranks)."""
@@ -311,6 +344,7 @@ class SearchOptions:
     iterations: int | None = None
     time_budget_s: float | None = None
     population: int = 16
+    generation: int = 8
     parents: int = 6
     mutation_prob: float = 0.2
     band: float = 0.1
@@ -322,6 +356,8 @@ class SearchOptions:
     force: bool = False
     progress: bool = True
     safety_margin: float | str = "auto"
+    workers: int = 1
+    ray: str | None = None
 
     def validate(self) -> None:
         m = self.safety_margin
@@ -330,7 +366,8 @@ class SearchOptions:
         if self.strategy not in STRATEGIES:
             raise BadInputError(f"unknown search strategy {self.strategy!r}; choose one of {STRATEGIES}")
         counts = {"max_evaluations": self.max_evaluations, "adabn_batches": self.adabn_batches,
-                  "screen_adabn_batches": self.screen_adabn_batches, "rescore": self.rescore}
+                  "screen_adabn_batches": self.screen_adabn_batches, "rescore": self.rescore,
+                  "population": self.population, "generation": self.generation, "workers": self.workers}
         low = {k: v for k, v in counts.items() if not (isinstance(v, int) and v >= 1)}
         if low or not (isinstance(self.screen_images, int) and self.screen_images >= 0):
             raise BadInputError(f"{low or {'screen_images': self.screen_images}}: these must be integers >= 1 "
@@ -412,22 +449,26 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
     deadline = time.monotonic() + opt.time_budget_s if opt.time_budget_s else None
     s = _Search(genes, predictor, evaluator, limits, rng, opt.evaluations(), deadline, opt.progress)
     try:
-        if opt.strategy == "evolution":
-            s.evolve(opt.population, opt.parents, opt.mutation_prob, opt.band)
-        else:
-            s.random_search(opt.band)
+        with parallel(evaluator, opt.workers, opt.ray) as workers:
+            if opt.strategy == "evolution":
+                s.evolve(opt.population, opt.parents, opt.mutation_prob, opt.band, opt.generation)
+            else:
+                s.random_search(opt.band, opt.generation)
+            searched_s = time.perf_counter() - t0
+            best = {label: s.final(limit, opt.rescore) for label, limit in limits}
+            missing = [label for label, c in best.items() if c is None]
+            if missing:
+                raise BadInputError(f"the search found no candidate under budget {missing} within {len(s.archive)} "
+                                    "evaluations; allow more evaluations or a looser budget")
+            results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].full_score,
+                                    s.uniform_baseline(limit), limit, margin)
+                       for (label, ms), (_, limit) in zip(labelled, limits)]
     finally:
         s.bar.close()
-        evaluator.save()
-    best = {label: s.final(limit, opt.rescore) for label, limit in limits}
-    missing = [label for label, c in best.items() if c is None]
-    if missing:
-        raise BadInputError(f"the search found no candidate under budget {missing} within {len(s.archive)} "
-                            "evaluations; allow more evaluations or a looser budget")
-    results = [BudgetResult(label, ms, best[label].widths, best[label].latency_ms, best[label].full_score,
-                            s.uniform_baseline(limit), limit, margin) for (label, ms), (_, limit) in zip(labelled, limits)]
-    evaluator.save()  # with the full scores of the re-scored candidates and the baselines
-    stats = {"strategy": opt.strategy, "seed": opt.seed, "channel_step": opt.channel_step,
+        evaluator.save()  # with the full scores of the re-scored candidates and the baselines
+    stats = {"strategy": opt.strategy, "seed": opt.seed, "channel_step": opt.channel_step, "workers": workers,
              "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
-             "search_seconds": round(time.perf_counter() - t0, 3), **evaluator.stats()}
+             "search_seconds": round(time.perf_counter() - t0, 3),
+             "candidates_per_minute": round(60 * len(s.archive) / searched_s, 2) if searched_s else None,
+             **evaluator.stats()}
     return SearchResult(results, sorted(s.archive.values(), key=lambda c: c.evaluation), full_ms, floor_ms, stats)

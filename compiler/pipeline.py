@@ -119,13 +119,15 @@ class CompileOptions:
     memory_limit: str | int | None = "auto"
     safety_margin: float | str = "auto"
     confirm: int = 3
+    workers: int = 1
+    ray: str | None = None
     progress: bool = True
     wait: bool = True
     check: bool = False
     dump_dir: str | Path | None = None
 
     NOT_KEYED: ClassVar[frozenset[str]] = frozenset(
-        {"out_dir", "cache_dir", "memory_limit", "progress", "wait", "check", "dump_dir"})
+        {"out_dir", "cache_dir", "memory_limit", "progress", "wait", "check", "dump_dir", "workers", "ray"})
 
     def validate(self) -> None:
         for name, value in (("finetune_epochs", self.finetune_epochs), ("tolerance", self.tolerance),
@@ -157,7 +159,8 @@ class CompileOptions:
         return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.criterion(),
                              max_evaluations=self.max_evaluations, adabn_batches=self.adabn_batches,
                              screen_images=self.screen_images, rescore=self.rescore, seed=self.seed,
-                             force=self.force, progress=self.progress, safety_margin=self.safety_margin)
+                             force=self.force, progress=self.progress, safety_margin=self.safety_margin,
+                             workers=self.workers, ray=self.ray)
 
 
 @dataclass

@@ -3,9 +3,11 @@ check. Tests import from here (and from the model modules nets.py and cli_models
 from each other; fixtures live in conftest.py."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,38 @@ def check_masked_equivalence(model: nn.Module, x: torch.Tensor, widths: dict[str
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# A search case: ResNet-20 under the shipped ORT table (resnet20@32 is in it), with a cheap
+# deterministic fitness, so that what a search test checks is the search, not a training run.
+R20_X = torch.zeros(1, 3, 32, 32)
+R20_CALIB = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+
+@functools.cache
+def shipped_table() -> latency_tables.LatencyTable:
+    return latency_tables.load(SHIPPED)
+
+
+def r20() -> nn.Module:
+    from compiler.models import resnet20
+    torch.manual_seed(0)
+    return resnet20().eval()
+
+
+def kept_l1(m: nn.Module) -> float:
+    """Sum of |weights| kept, divided by depth-weighted width: rewards keeping big filters
+    and penalises late layers less, so the best Widths is neither uniform nor trivial."""
+    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    return float(sum(c.weight.detach().abs().sum() * (1 + i / len(convs)) for i, c in enumerate(convs)))
+
+
+def slow_kept_l1(m: nn.Module) -> float:
+    """kept_l1, a quarter of a second late: a search that can be interrupted mid-generation."""
+    time.sleep(0.25)
+    return kept_l1(m)
+
+
+def search_r20(eval_fn=kept_l1, **kw) -> compiler.SearchResult:
+    args = dict(budgets=["0.75x"], max_evaluations=24, population=8, seed=0, progress=False) | kw
+    return compiler.search(r20(), R20_X, shipped_table(), R20_CALIB, eval_fn, **args)

@@ -10,31 +10,10 @@ import pytest
 import torch
 
 import compiler
-import latency_tables
-from compiler.models import resnet20
+from helpers import R20_CALIB, R20_X, r20, search_r20, shipped_table
 
-TABLE = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
-X = torch.zeros(1, 3, 32, 32)
-
-
-def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return resnet20().eval()
-
-
-def kept_l1(m: torch.nn.Module) -> float:
-    """Sum of |weights| kept, divided by depth-weighted width: rewards keeping big filters
-    and penalises late layers less, so the best Widths is neither uniform nor trivial."""
-    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
-    return float(sum(c.weight.detach().abs().sum() * (1 + i / len(convs)) for i, c in enumerate(convs)))
-
-
-CALIB = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-
-
-def run(**kw) -> compiler.SearchResult:
-    args = dict(budgets=["0.75x"], max_evaluations=24, population=8, seed=0, progress=False) | kw
-    return compiler.search(model(), X, TABLE, CALIB, kept_l1, **args)
+TABLE = shipped_table()
+X, CALIB, model, run = R20_X, R20_CALIB, r20, search_r20
 
 
 def test_every_result_meets_its_budget_on_the_grid() -> None:

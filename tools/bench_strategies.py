@@ -1,12 +1,18 @@
-"""Evolution (MetaPruning) vs random sampling (EagleEye) as the number of evaluations grows.
+"""Evolution (MetaPruning) vs random sampling (EagleEye): the best found as evaluations grow,
+and the pick a search returns.
 
-One search run per strategy and seed with all budgets sharing its evaluations; the archive is
-in evaluation order and neither strategy looks at max_evaluations except to stop, so the best
-held-out score (after AdaBN) within each budget after the first n candidates is exactly what a
-run of n evaluations returns. Writes JSON (best-so-far curves, means over seeds at checkpoints)
-and a PNG, atomically. Predicted latency from the shipped ORT table: no timing here.
+Arms are strategies, evolution with a generation size (`evolution/8`: generations of 8
+children scored together, the default; `evolution/1`: each child bred from every score before
+it). One search per arm and seed with all budgets sharing its evaluations, screened as
+`--screen-images` says and scored by `--workers` processes (neither changes what a search
+finds, only its wall time, which is recorded per run). The archive is in evaluation order and
+no arm looks at max_evaluations except to stop, so the best search score within each budget
+after the first n candidates is what a run of n evaluations would have found. The pick is the
+search's result: the best full score among the re-scored top candidates. Writes JSON (curves,
+picks, wall times, means and standard deviations over seeds) and a PNG, atomically.
+Predicted latency from the shipped ORT table: no timing here.
 
-    .venv/bin/python tools/bench_strategies.py --model mobilenet_v2_small_fmnist --evaluations 100
+    .venv/bin/python tools/bench_strategies.py --model mobilenet_v2_small_fmnist --evaluations 200
 """
 from __future__ import annotations
 
@@ -27,7 +33,10 @@ from compiler.core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from compiler.data import split_train  # noqa: E402
 from compiler.models import REFERENCE, reference  # noqa: E402
 
-STRATEGIES = ("evolution", "random")
+def arm_options(arm: str) -> dict[str, Any]:
+    """'evolution/8' -> strategy and generation size; 'random' -> strategy."""
+    strategy, _, generation = arm.partition("/")
+    return {"strategy": strategy} | ({"generation": int(generation)} if generation else {})
 
 
 def best_so_far(run: compiler.SearchResult) -> dict[str, list[float | None]]:
@@ -51,14 +60,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     budgets = result["budgets"]
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.4))
     for ax, b in zip(np.atleast_1d(axes), budgets):
-        for s, colour in zip(STRATEGIES, ("C0", "C1")):
+        for i, s in enumerate(result["arms"]):
+            colour = f"C{i}"
             curves = np.array([[np.nan if v is None else v for v in run[b]] for run in result["curves"][s]])
             n = np.arange(1, curves.shape[1] + 1)
             ax.plot(n, np.nanmean(curves, axis=0), color=colour, label=f"{s} (mean of {len(curves)} seeds)")
             ax.fill_between(n, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=colour, alpha=0.15)
         ax.set_title(f"{result['model']} at {b}")
         ax.set_xlabel("evaluations")
-        ax.set_ylabel("best held-out top-1 after AdaBN")
+        ax.set_ylabel("best search score (held-out top-1 after AdaBN)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -69,11 +79,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(REFERENCE), default="mobilenet_v2_small_fmnist")
-    ap.add_argument("--budgets", default="0.7x,0.5x,0.35x")
-    ap.add_argument("--evaluations", type=int, default=100)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--population", type=int, default=12)
-    ap.add_argument("--eval-images", type=int, default=1000)
+    ap.add_argument("--budgets", default="0.5x,0.35x")
+    ap.add_argument("--arms", default="evolution/8,evolution/1,random")
+    ap.add_argument("--evaluations", type=int, default=200)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--population", type=int, default=16)
+    ap.add_argument("--eval-images", type=int, default=2000)
+    ap.add_argument("--screen-images", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -83,28 +97,38 @@ def main() -> None:
     (xtr, ytr), (xval, yval) = split_train()
     pick = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))[:8 * 64]
     calib = [(xtr[i], ytr[i]) for i in pick.split(64)]
-    fitness = compiler.top1([(xval[:args.eval_images], yval[:args.eval_images])])
+    val = [(xval[i:i + 500], yval[i:i + 500]) for i in range(0, args.eval_images, 500)]
     table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
-    budgets = args.budgets.split(",")
+    budgets, arms = args.budgets.split(","), args.arms.split(",")
     t0 = time.perf_counter()
-    curves: dict[str, list[dict[str, list[float | None]]]] = {s: [] for s in STRATEGIES}
-    for seed in range(args.seeds):
-        for s in STRATEGIES:
-            run = compiler.search(model, x, table, calib, fitness, budgets=budgets, strategy=s,
-                                  max_evaluations=args.evaluations, population=args.population, seed=seed,
-                                  progress=False)
-            curves[s].append(best_so_far(run))
-            print(f"{s} seed {seed}: " + ", ".join(f"{b} {c[-1]:.4f}" for b, c in curves[s][-1].items()),
-                  file=sys.stderr, flush=True)
-    checkpoints = sorted({n for n in (10, 20, 30, 50, 75, 100, 150, 200) if n <= args.evaluations}
+    curves: dict[str, list[dict[str, list[float | None]]]] = {a: [] for a in arms}
+    picks: dict[str, list[dict[str, float]]] = {a: [] for a in arms}
+    walls: dict[str, list[float]] = {a: [] for a in arms}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for a in arms:
+            started = time.perf_counter()
+            run = compiler.search(model, x, table, calib, val, budgets=budgets, max_evaluations=args.evaluations,
+                                  population=args.population, screen_images=args.screen_images,
+                                  workers=args.workers, seed=seed, progress=False, **arm_options(a))
+            walls[a].append(round(time.perf_counter() - started, 1))
+            curves[a].append(best_so_far(run))
+            picks[a].append({r.budget: r.score for r in run.results})
+            print(f"{a} seed {seed} ({walls[a][-1]} s): " + ", ".join(
+                f"{b} best {c[-1]:.4f} pick {picks[a][-1][b]:.4f}" for b, c in curves[a][-1].items()),
+                file=sys.stderr, flush=True)
+    checkpoints = sorted({n for n in (10, 20, 30, 50, 75, 100, 150, 200, 300, 400) if n <= args.evaluations}
                          | {args.evaluations})
-    summary = {s: {b: {n: float(np.mean([run[b][n - 1] for run in curves[s] if run[b][n - 1] is not None]))
-                       for n in checkpoints} for b in budgets} for s in STRATEGIES}
+    summary = {a: {b: {n: float(np.mean([run[b][n - 1] for run in curves[a] if run[b][n - 1] is not None]))
+                       for n in checkpoints} for b in budgets} for a in arms}
+    pick_stats = {a: {b: {"mean": float(np.mean(v := [p[b] for p in picks[a]])), "sd": float(np.std(v, ddof=1))
+                          if len(v) > 1 else None, "min": min(v), "max": max(v)} for b in budgets} for a in arms}
+    wall = {a: {"median_s": float(np.median(walls[a])), "min_s": min(walls[a]), "max_s": max(walls[a])} for a in arms}
     result = {"model": args.model, "args": {k: str(v) for k, v in vars(args).items()}, "budgets": budgets,
-              "mean_best_at": summary, "curves": curves, "seconds": round(time.perf_counter() - t0, 1)}
+              "arms": arms, "pick_full_score": pick_stats, "wall": wall, "mean_best_at": summary,
+              "curves": curves, "picks": picks, "walls": walls, "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     plot(result, out.with_suffix(".png"))
-    print(json.dumps(summary, indent=1))
+    print(json.dumps({"pick_full_score": pick_stats, "wall": wall}, indent=1))
 
 
 if __name__ == "__main__":
