@@ -385,7 +385,7 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     gm = lower(model, inputs)
     lowered_s = time.perf_counter() - t0
     check_fits(gm, opt.memory_limit, train_batch=len(data.train[0][0]), finetune=opt.finetune_epochs > 0 or opt.sparsity_epochs > 0
-               or (opt.steps > 1 and opt.step_epochs > 0))
+               or (opt.steps > 1 and opt.step_epochs > 0), workers=opt.workers)
     check_labels(data, _classes(gm))
     key = digest(*(json_text(part) for part in (
         model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_], spec.label,

@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,7 +190,24 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
         err = np.abs(x @ coef - y) / y * 100
         record["off_step_error_pct"] = {"median_abs": round(float(np.median(err)), 3),
                                         "max_abs": round(float(np.max(err)), 3), "n": int(len(err))}
+    problem = contradiction(Predictor(table, gm, inputs, space=space))
+    if problem:
+        warnings.warn(problem, stacklevel=3)
     return len(todo)
+
+
+def contradiction(predict: Predictor) -> str | None:
+    """What is wrong with a table that predicts the smallest reachable variant of a model no
+    faster than the model itself, else None. Seen when a profile shared the machine with other
+    jobs: every budget under the unpruned latency is then refused as infeasible, so it is better
+    said now than at the next build."""
+    full_ms, floor_ms = predict(None), predict(predict.space.floor_widths())
+    if floor_ms < full_ms:
+        return None
+    return (f"the table predicts this model's smallest reachable variant ({floor_ms:.4g} ms) no faster than the "
+            f"unpruned model ({full_ms:.4g} ms): its measurements contradict each other (was the machine busy?), "
+            "or this target runs the model at a fixed cost that pruning cannot lower. Profile again into a new "
+            "table (--out) on an idle machine before building with it")
 
 
 def _relative(variants: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ import compiler
 import latency_tables
 import targets
 from cli_models import tiny
+from compiler.models import resnet20
 from latency_tables.blocks import PlaceCounter, extract
+from latency_tables.profile import contradiction
 from latency_tables.table import TableError
 from targets.base import Timing
 
@@ -175,3 +178,28 @@ def test_grouped_convs_profile_on_counts_their_groups_allow(tmp_path) -> None:
     # predicted from the grouped grid, not refused; the order of two ~0.14 ms predictions from a
     # 3-point grid and 2 variants is within profiling noise on a loaded host (seen: 0.149 vs 0.137)
     assert math.isfinite(half) and 0 < half < 1.5 * full, (half, full)
+
+
+def test_a_table_that_predicts_the_floor_no_faster_than_the_model_is_named_when_profiled(tmp_path,
+                                                                                        monkeypatch) -> None:
+    """The self-check profile runs after fitting: on a sound table it is silent; a correction that
+    turns the block sum around (as a profile on a busy machine can) is named, with what to do."""
+    model, x = resnet20().eval(), torch.zeros(1, 3, 32, 32)
+    table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
+    pred = table.predictor(model, x)
+    assert contradiction(pred) is None
+    full_sum = float(pred.features()[0])
+    table.models[pred.key]["correction"] = {"form": "scale+offset", "coef": [-1.0, 0.0, 2 * full_sum]}
+    message = contradiction(table.predictor(model, x))
+    assert message is not None and "contradict each other" in message and "idle machine" in message
+    # and profile() says it: a fit that predicts the block sum backwards
+    monkeypatch.setattr(sys.modules["latency_tables.profile"], "fit_correction",
+                        lambda xs, ys: (np.array([-1.0, 0.0, 1e3]), "scale+offset", np.ones(len(ys))))
+    tgt = targets.get("onnxruntime-cpu", threads=1)
+    try:
+        with pytest.warns(UserWarning, match="no faster than the unpruned model"):
+            latency_tables.profile(tiny(), torch.randn(1, 3, 16, 16), tgt, out=tmp_path / "t.json", grid_points=2,
+                                   variants=2, off_step_variants=0, progress=False, block_timing=QUICK_BLOCK,
+                                   model_timing=QUICK_MODEL)
+    finally:
+        tgt.close()

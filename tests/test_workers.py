@@ -20,7 +20,8 @@ import compiler
 import latency_tables
 import targets
 from cli_models import tiny
-from helpers import ROOT, kept_l1, search_r20
+from compiler.core.memory import check_fits
+from helpers import R20_X, ROOT, kept_l1, r20, search_r20
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +129,11 @@ def test_ctrl_c_stops_the_workers_and_keeps_their_finished_scores(tmp_path: Path
     assert len(kept) >= seen and all(isinstance(v, float) for v in kept.values())
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, f"workers still running after Ctrl-C: {alive}"
+
+
+def test_the_memory_check_counts_every_worker() -> None:
+    gm = compiler.lower(r20(), R20_X)
+    alone = check_fits(gm, None, train_batch=64)
+    assert check_fits(gm, None, train_batch=64, workers=8) > alone
+    with pytest.raises(compiler.BadInputError, match="8 search workers.*fewer --workers"):
+        check_fits(gm, alone + 1, train_batch=64, workers=8)

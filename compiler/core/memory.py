@@ -97,9 +97,10 @@ def _gb(n: int) -> str:
 
 
 def check_fits(gm: fx.GraphModule, limit: str | int | None = "auto", train_batch: int | None = None,
-               finetune: bool = False) -> int:
+               finetune: bool = False, workers: int = 1) -> int:
     """Refuse (BadInputError) a build whose estimate exceeds `limit` ('auto': 90% of available
-    memory; None: no check). Returns the estimate in bytes."""
+    memory; None: no check). Search workers each hold the model and run its forward at once.
+    Returns the estimate in bytes."""
     fp = footprint(gm)
     need = ENGINE_COPIES * fp.forward(fp.batch)
     parts = [f"{ENGINE_COPIES} copies of a forward at batch {fp.batch} ({_gb(fp.forward(fp.batch))} each)"]
@@ -108,10 +109,14 @@ def check_fits(gm: fx.GraphModule, limit: str | int | None = "auto", train_batch
         if finetune:
             need = max(need, fp.training(train_batch))
             parts.append(f"fine-tuning at batch {train_batch} ({_gb(fp.training(train_batch))})")
+    if workers > 1:
+        need = max(need, (workers + 1) * fp.forward(train_batch or fp.batch))
+        parts.append(f"{workers} search workers and this process each running a forward "
+                     f"({_gb(fp.forward(train_batch or fp.batch))} each)")
     cap = int(0.9 * available()) if limit == "auto" else parse_size(limit)
     if cap is not None and need > cap:
         raise BadInputError(
             f"this build needs about {_gb(need)} of memory ({'; '.join(parts)}; weights {_gb(fp.weights)}, "
             f"peak activations {_gb(fp.peak_activations)}), over the limit of {_gb(cap)}. Use a smaller "
-            "--input-shape or --batch-size, or raise the limit with --memory-limit (e.g. 64G, or none)")
+            "--input-shape or --batch-size, fewer --workers, or raise the limit with --memory-limit (e.g. 64G, or none)")
     return need
