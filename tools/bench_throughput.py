@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--screened-candidates", type=int, default=96, help="candidates per screened search")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--val-batch", type=int, default=500,
+                    help="held-out images per batch (a compile scores in batches of --batch-size, 64)")
     ap.add_argument("--out", type=Path, default=Path("build/bench_throughput.json"))
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
@@ -50,7 +52,7 @@ def main() -> None:
     (xtr, ytr), (xval, yval) = split_train()
     pick = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))[:8 * 64]
     calib = [(xtr[i], ytr[i]) for i in pick.split(64)]
-    val = [(xval[i:i + 500], yval[i:i + 500]) for i in range(0, 2000, 500)]
+    val = [(xval[i:i + args.val_batch], yval[i:i + args.val_batch]) for i in range(0, 2000, args.val_batch)]
     settings = {"before": (0, 1), "screened": (256, 1), "workers": (0, args.workers),
                 "screened+workers": (256, args.workers)}
     runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in settings} for m in args.models.split(",")}
