@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import replace
 from operator import attrgetter
+
 import torch
 import torch.fx as fx
 
