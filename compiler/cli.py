@@ -207,7 +207,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         eval_fn = load_metric(args.eval)(data.val) if args.eval else None  # checked: a callable or exit 2
         options = CompileOptions(
             out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
-            max_evaluations=args.evaluations, seed=args.seed,
+            max_evaluations=args.evaluations, generation=args.generation, seed=args.seed,
             importance=args.importance, reconstruct=args.reconstruct, refit_candidates=args.refit_candidates,
             sparsity_epochs=args.sparsity_train,
             sparsity=args.sparsity, steps=args.steps, step_epochs=args.step_epochs, resolutions=args.resolutions,
@@ -383,6 +383,10 @@ def parser() -> argparse.ArgumentParser:
                    help="also search the model at these input sizes (resized in the engine), e.g. 24,20; the best "
                         "under the budget wins (tables need these sizes: profile --resolutions)")
     p.add_argument("--evaluations", type=POSITIVE_INT, default=60, help="candidates the search evaluates")
+    p.add_argument("--generation", type=POSITIVE_INT, default=CompileOptions.generation,
+                   help="evolution scores this many children at a time, bred from the scores before them (1: each "
+                        "child from every score before it); workers share a generation, so give at least --workers "
+                        f"(default {CompileOptions.generation})")
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--confirm", type=COUNT, default=3, metavar="N",
                    help="build and time up to N of the best candidates on the device before keeping one (default 3)")

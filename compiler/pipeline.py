@@ -100,6 +100,7 @@ class CompileOptions:
     finetune_epochs: float = 0.0
     strategy: str = "evolution"
     max_evaluations: int = 60
+    generation: int = SearchOptions.generation
     seed: int = 0
     importance: str = "l1"
     reconstruct: bool = True
@@ -157,7 +158,7 @@ class CompileOptions:
 
     def search(self, channel_step: int | None = None) -> SearchOptions:
         return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.criterion(),
-                             max_evaluations=self.max_evaluations, adabn_batches=self.adabn_batches,
+                             max_evaluations=self.max_evaluations, generation=self.generation, adabn_batches=self.adabn_batches,
                              screen_images=self.screen_images, rescore=self.rescore, seed=self.seed,
                              force=self.force, progress=self.progress, safety_margin=self.safety_margin,
                              workers=self.workers, ray=self.ray)

@@ -2,8 +2,8 @@
 and the pick a search returns.
 
 Arms are strategies, evolution with a generation size (`evolution/8`: generations of 8
-children scored together, the default; `evolution/1`: each child bred from every score before
-it). One search per arm and seed with all budgets sharing its evaluations, screened as
+children scored together, as workers need; `evolution/1`: each child bred from every score
+before it, the default). One search per arm and seed with all budgets sharing its evaluations, screened as
 `--screen-images` says and scored by `--workers` processes (neither changes what a search
 finds, only its wall time, which is recorded per run). The archive is in evaluation order and
 no arm looks at max_evaluations except to stop, so the best search score within each budget
