@@ -93,7 +93,9 @@ class CompileOptions:
     `resolutions` (e.g. (24, 20)) also searches the model behind an input resize to each of
     them (compiler.resolution), one search per resolution, and keeps the best under the budget;
     with steps, the steps prune at the native resolution and the last search is the one that
-    also tries the others."""
+    also tries the others. `workers` local processes (or the Ray cluster at `ray`) score search
+    candidates in parallel without changing what is found (not part of the build key);
+    evolution scores `generation` children at a time, so workers need it >= their number."""
 
     out_dir: str | Path = "build/latprune"
     cache_dir: str | Path | None = None
