@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from compiler.core import analyze, lower, rewrite
+from compiler.core.budget import contradiction as floor_contradiction
 from compiler.core.errors import BadInputError
 from compiler.core.lower import as_inputs
 from compiler.core.memory import check_fits
@@ -197,17 +198,10 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
 
 
 def contradiction(predict: Predictor) -> str | None:
-    """What is wrong with a table that predicts the smallest reachable variant of a model no
-    faster than the model itself, else None. Seen when a profile shared the machine with other
-    jobs: every budget under the unpruned latency is then refused as infeasible, so it is better
-    said now than at the next build."""
-    full_ms, floor_ms = predict(None), predict(predict.space.floor_widths())
-    if floor_ms < full_ms:
-        return None
-    return (f"the table predicts this model's smallest reachable variant ({floor_ms:.4g} ms) no faster than the "
-            f"unpruned model ({full_ms:.4g} ms): its measurements contradict each other (was the machine busy?), "
-            "or this target runs the model at a fixed cost that pruning cannot lower. Profile again into a new "
-            "table (--out) on an idle machine before building with it")
+    """compiler.core.budget.contradiction for a model's predictor. Seen when a profile shared the
+    machine with other jobs: every budget under the unpruned latency would then be refused as
+    infeasible, so it is better said now than at the next build."""
+    return floor_contradiction(predict(predict.space.floor_widths()), predict(None))
 
 
 def _relative(variants: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

@@ -52,14 +52,22 @@ def check_feasible(budgets_ms: dict[str, float], floor_ms: float, where: str, fu
     low = {k: v for k, v in budgets_ms.items() if v < floor_ms}
     if low:
         said = ", ".join(f"{k} = {v:.4g} ms" for k, v in low.items())
-        contradiction = "" if full_ms is None or floor_ms < full_ms else (
-            f"; but the table predicts that smallest model no faster than the unpruned one ({full_ms:.4g} ms), so its "
-            "measurements contradict each other (profiled on a busy machine?): profile this model again into a new "
-            "table on an idle machine")
+        problem = None if full_ms is None else contradiction(floor_ms, full_ms)
         raise InfeasibleBudgetError(
             f"latency budget {said} is below the smallest reachable latency {floor_ms:.4g} ms on {where} "
             "(every prunable group at its minimum width); raise the budget, lower the channel_step, "
-            f"or choose a faster target{contradiction}")
+            f"or choose a faster target{f'; but {problem}' if problem else ''}")
+
+
+def contradiction(floor_ms: float, full_ms: float) -> str | None:
+    """What is wrong with a table that predicts a model's smallest reachable variant no faster
+    than the model itself, else None: said when a table is profiled and when a build meets one."""
+    if floor_ms < full_ms:
+        return None
+    return (f"the table predicts this model's smallest reachable variant ({floor_ms:.4g} ms) no faster than the "
+            f"unpruned model ({full_ms:.4g} ms): its measurements contradict each other (was the machine busy?), "
+            "or this target runs the model at a fixed cost that pruning cannot lower. Profile this model again "
+            "into a new table (--out) on an idle machine before building with it")
 
 
 def schedule(full_ms: float, goal_ms: float, steps: int) -> list[float]:
