@@ -215,8 +215,9 @@ class Evaluator:
         todo = {k: w for k, w in zip(keys, batch) if k not in store}
         self.cache_hits += sum(k in store for k in keys) if screened or self.screen is None else 0
         items = [(w, screened) for w in todo.values()]
+        job = self.job()
         results = self.pool.imap(items) if self.pool is not None else \
-            ((i, score(self.job(), w, s)) for i, (w, s) in enumerate(items))
+            ((i, score(job, w, s)) for i, (w, s) in enumerate(items))
         names = list(todo)
         for i, (value, seconds) in results:
             store[names[i]] = value
