@@ -36,6 +36,8 @@ from compiler.core.importance import scores  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
 from compiler.evaluate import Job, score  # noqa: E402
 from compiler.models import REFERENCE, reference  # noqa: E402
+from bench_methods import SHIPPED, calib_batches  # noqa: E402
+from bench_search import batches  # noqa: E402
 
 def arm_options(arm: str) -> dict[str, Any]:
     """'evolution/8' -> strategy and generation size; 'random' -> strategy."""
@@ -100,13 +102,12 @@ def main() -> None:
     out = args.out or Path(f"build/bench_strategies_{args.model}.json")
     model, x = reference(args.model), torch.zeros(1, 1, 28, 28)
     (xtr, ytr), (xval, yval) = split_train()
-    pick = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))[:8 * 64]
-    calib = [(xtr[i], ytr[i]) for i in pick.split(64)]
-    val = [(xval[i:i + 500], yval[i:i + 500]) for i in range(0, args.eval_images, 500)]
-    table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
+    calib = calib_batches(xtr, ytr, 0, 8)
+    val = batches(xval, yval, args.eval_images)
+    table = latency_tables.load(SHIPPED)
     budgets, arms = args.budgets.split(","), args.arms.split(",")
     xte, yte = fashion_mnist("test")
-    test = [(xte[i:i + 1000], yte[i:i + 1000]) for i in range(0, args.test_images, 1000)]
+    test = batches(xte, yte, args.test_images, 1000)
     gm = compiler.lower(model, x)
     space = compiler.analyze(gm, channel_step=table.channel_step)
     test_job = Job(gm, space, scores(gm, space, "l1", calib), calib, compiler.top1(test), None)

@@ -32,8 +32,8 @@ import latency_tables  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.data import split_train  # noqa: E402
 from compiler.models import reference  # noqa: E402
-
-SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
+from bench_methods import SHIPPED, calib_batches  # noqa: E402
+from bench_search import batches  # noqa: E402
 
 
 def main() -> None:
@@ -50,9 +50,8 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     table = latency_tables.load(SHIPPED)
     (xtr, ytr), (xval, yval) = split_train()
-    pick = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(0))[:8 * 64]
-    calib = [(xtr[i], ytr[i]) for i in pick.split(64)]
-    val = [(xval[i:i + args.val_batch], yval[i:i + args.val_batch]) for i in range(0, 2000, args.val_batch)]
+    calib = calib_batches(xtr, ytr, 0, 8)
+    val = batches(xval, yval, 2000, args.val_batch)
     settings = {"before": (0, 1), "screened": (256, 1), "workers": (0, args.workers),
                 "screened+workers": (256, args.workers)}
     runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in settings} for m in args.models.split(",")}
