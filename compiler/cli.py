@@ -31,6 +31,7 @@ from .data import FASHION_MNIST
 from .dataspec import load_data, load_metric
 from .models import CHECKPOINTS
 from .modelspec import example_inputs, load_model, parse_shape
+from .evolution import STRATEGIES
 from .pipeline import CompileOptions, compile as run_compile, default_cache_dir
 from .report import resolutions
 from .resolution import Resized, check_resolutions
@@ -361,7 +362,8 @@ def parser() -> argparse.ArgumentParser:
                    help="use this latency table (one per --target, in order; default: profile into the cache)")
     p.add_argument("--cache-dir", type=Path, help="tables and search scores (default: beside --out)")
     p.add_argument("--finetune-epochs", type=NONNEG, default=0.0, help="KD fine-tune from the original (default 0)")
-    p.add_argument("--strategy", default="evolution", choices=["evolution", "random"])
+    p.add_argument("--strategy", default="evolution", choices=list(STRATEGIES),
+                   help="evolution (MetaPruning, default), random (EagleEye) or netadapt (greedy, one grid step at a time: a baseline)")
     p.add_argument("--importance", default=CompileOptions.importance, choices=sorted([*IMPORTANCE, "slimming"]),
                    help="which channels a width keeps: weight norms (l1, l2), BN scales (bn_gamma; slimming: after "
                         "--sparsity-train), or the next layer's output on calibration data (thinet, lasso); default l1")

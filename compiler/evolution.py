@@ -1,4 +1,5 @@
-"""Pass 5: choose Widths under latency budgets: MetaPruning's evolution or EagleEye's random search.
+"""Pass 5: choose Widths under latency budgets: MetaPruning's evolution, EagleEye's random search,
+or NetAdapt's greedy descent (a baseline to measure the other two against).
 
 Genes are per-group indices into each group's allowed widths (multiples of the channel_step),
 so every candidate lands on the hardware's channel steps. Latency comes from the table's
@@ -29,7 +30,7 @@ from .core.importance import Criterion, scores
 from .core.lower import lower
 from .core.space import PruningSpace, Widths
 
-STRATEGIES = ("evolution", "random")
+STRATEGIES = ("evolution", "random", "netadapt")
 Batch = list[tuple[np.ndarray, str]]  # candidates' genes and origins, waiting to be scored together
 
 
@@ -312,6 +313,48 @@ class _Search:
         child = self.repair(child, ms, band)
         return None if child is None else (child, origin)
 
+    def netadapt(self) -> None:
+        """NetAdapt-style greedy descent: from the unpruned Widths, score dropping one grid step
+        from each group (the proposals scored together), take the drop that loses the least
+        score per ms of predicted latency it saves, and repeat until the tightest budget is met
+        or the evaluations run out. Every proposal joins the archive, so each budget's pick is
+        the best scored under it along the way. Uses no randomness."""
+        genes = self.g.top.copy()
+        if not self.seen(genes):
+            self.add([(genes, "netadapt")])
+        current = self.archive[self.key(genes)]
+        tightest = min(ms for _, ms in self.budgets)
+        while current.latency_ms > tightest and not self.done():
+            proposals = []
+            for i in np.nonzero(genes > 0)[0]:
+                child = genes.copy()
+                child[i] -= 1
+                proposals.append(child)
+            batch: Batch = []
+            for child in proposals:
+                if self.room(batch) and not self.seen(child, batch):
+                    batch.append((child, "netadapt"))
+            self.add(batch)
+            step = self.cheapest_step(current, proposals)
+            if step is None:
+                return
+            genes, current = step
+
+    def cheapest_step(self, current: Candidate, proposals: list[np.ndarray]
+                      ) -> tuple[np.ndarray, Candidate] | None:
+        """The scored proposal that loses the least score per ms saved (ties: the one saving
+        more); None when no scored proposal saves any predicted latency."""
+        best: tuple[float, float, np.ndarray, Candidate] | None = None
+        for child in proposals:
+            c = self.archive.get(self.key(child))
+            saved = current.latency_ms - c.latency_ms if c else 0.0
+            if c is None or saved <= 0:
+                continue
+            rate = (current.score - c.score) / saved
+            if best is None or (rate, -saved) < (best[0], -best[1]):
+                best = (rate, saved, child, c)
+        return None if best is None else (best[2], best[3])
+
     def _mutate(self, genes: np.ndarray, p: float) -> np.ndarray:
         child = genes.copy()
         hit = self.rng.random(len(child)) < p
@@ -452,6 +495,8 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
         with parallel(evaluator, opt.workers, opt.ray) as workers:
             if opt.strategy == "evolution":
                 s.evolve(opt.population, opt.parents, opt.mutation_prob, opt.band, opt.generation)
+            elif opt.strategy == "netadapt":
+                s.netadapt()
             else:
                 s.random_search(opt.band, opt.generation)
             searched_s = time.perf_counter() - t0

@@ -58,6 +58,38 @@ def test_random_search_stays_in_the_band() -> None:
     assert all(0.9 * budget <= c.latency_ms <= budget and c.origin == "random" for c in res.archive)
 
 
+def test_netadapt_descends_by_the_step_that_loses_least_per_ms_saved() -> None:
+    res = run(strategy="netadapt", budgets=["0.75x"], max_evaluations=400)
+    limit = res.results[0].limit_ms
+    space = compiler.analyze(compiler.lower(model(), X), channel_step=TABLE.channel_step)
+    groups = space.prunable()
+    level = lambda c: tuple(g.allowed().index(c.widths[g.id]) for g in groups)  # noqa: E731
+    by_level = {level(c): c for c in res.archive}
+    # replay the descent from the unpruned model: each step's proposals are the next archive
+    # entries, and the step taken is recomputed here from their scores and latencies
+    current, seen = res.archive[0], 1
+    assert level(current) == tuple(len(g.allowed()) - 1 for g in groups) and current.origin == "netadapt"
+    while current.latency_ms > limit:
+        here = level(current)
+        proposals = [by_level[here[:i] + (here[i] - 1,) + here[i + 1:]] for i in range(len(here)) if here[i] > 0]
+        assert {level(c) for c in res.archive[seen:seen + len(proposals)]} == {level(c) for c in proposals}
+        seen += len(proposals)
+        saving = [c for c in proposals if c.latency_ms < current.latency_ms]
+        current = min(saving, key=lambda c: ((current.score - c.score) / (current.latency_ms - c.latency_ms),
+                                             c.latency_ms))
+    assert seen == len(res.archive)  # it stopped as soon as the budget was met
+    assert res.best.latency_ms <= limit
+    assert res.best.score == max(c.score for c in res.archive if c.latency_ms <= limit) >= current.score
+    # no randomness: another seed, the same descent
+    assert [c.widths for c in run(strategy="netadapt", budgets=["0.75x"], max_evaluations=400, seed=3).archive] \
+        == [c.widths for c in res.archive]
+
+
+def test_netadapt_out_of_evaluations_says_so() -> None:
+    with pytest.raises(compiler.BadInputError, match="allow more evaluations"):
+        run(strategy="netadapt", budgets=["0.6x"], max_evaluations=5)
+
+
 def test_pareto_front_is_monotone() -> None:
     front = run(budgets=["0.9x", "0.6x"]).pareto()
     assert len(front) >= 2

@@ -3,7 +3,7 @@ and the pick a search returns.
 
 Arms are strategies, evolution with a generation size (`evolution/8`: generations of 8
 children scored together, as workers need; `evolution/1`: each child bred from every score
-before it, the default). One search per arm and seed with all budgets sharing its evaluations, screened as
+before it, the default; `evolution/1/p32`: with a seed population of 32). One search per arm and seed with all budgets sharing its evaluations, screened as
 `--screen-images` says and scored by `--workers` processes (neither changes what a search
 finds, only its wall time, which is recorded per run). The archive is in evaluation order and
 no arm looks at max_evaluations except to stop, so the best search score within each budget
@@ -12,7 +12,9 @@ search's result: the best full score among the re-scored top candidates; it is a
 `--test-images` of Fashion-MNIST's test set after the same AdaBN (the held-out score chose it,
 so it is biased upwards, the more the more candidates were scored in full). Writes JSON
 (curves, picks, wall times, means and standard deviations over seeds) and a PNG, atomically.
-Predicted latency from the shipped ORT table: no timing here.
+Predicted latency from the shipped ORT table: no timing here. A held-out family
+(tools/heldout_fmnist.py, e.g. `--model shufflenet_v2_x0_5_fmnist`), which that table has no
+blocks of, gets a table profiled here on first use (build/tables/), then reused.
 
     .venv/bin/python tools/bench_strategies.py --model mobilenet_v2_small_fmnist --evaluations 200
 """
@@ -31,18 +33,37 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compiler  # noqa: E402
 import latency_tables  # noqa: E402
+import targets  # noqa: E402
 from compiler.core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from compiler.core.importance import scores  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
 from compiler.evaluate import Job, score  # noqa: E402
-from compiler.models import REFERENCE, reference  # noqa: E402
+from compiler.models import REFERENCE  # noqa: E402
 from bench_methods import SHIPPED, calib_batches  # noqa: E402
-from bench_search import batches  # noqa: E402
+from bench_search import batches, profiled_table  # noqa: E402
+from heldout_fmnist import HELDOUT, bench_model  # noqa: E402
+
 
 def arm_options(arm: str) -> dict[str, Any]:
-    """'evolution/8' -> strategy and generation size; 'random' -> strategy."""
-    strategy, _, generation = arm.partition("/")
-    return {"strategy": strategy} | ({"generation": int(generation)} if generation else {})
+    """'evolution/8' -> strategy and generation size; 'evolution/1/p32' -> also a seed
+    population of 32 (else --population); 'random' -> strategy."""
+    strategy, *rest = arm.split("/")
+    options: dict[str, Any] = {"strategy": strategy}
+    for part in rest:
+        options |= {"population": int(part[1:])} if part.startswith("p") else {"generation": int(part)}
+    return options
+
+
+def table_for(model_name: str, model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> Path:
+    """The shipped table for a reference model; for a held-out family (whose blocks it lacks),
+    one profiled here on first use (build/tables/, --grid-points, --variants) and reused."""
+    if model_name not in HELDOUT:
+        return SHIPPED
+    path = Path(f"build/tables/strategies_{model_name}.json")
+    if not path.exists():
+        seconds = profiled_table([model], x, targets.get("onnxruntime-cpu", threads=1), path, args)
+        print(f"profiled {path} in {seconds} s", file=sys.stderr)
+    return path
 
 
 def best_so_far(run: compiler.SearchResult) -> dict[str, list[float | None]]:
@@ -84,7 +105,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=sorted(REFERENCE), default="mobilenet_v2_small_fmnist")
+    ap.add_argument("--model", choices=sorted([*REFERENCE, *HELDOUT]), default="mobilenet_v2_small_fmnist")
     ap.add_argument("--budgets", default="0.5x,0.35x")
     ap.add_argument("--arms", default="evolution/8,evolution/1,random")
     ap.add_argument("--evaluations", type=int, default=200)
@@ -96,15 +117,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--test-images", type=int, default=10000)
+    ap.add_argument("--grid-points", type=int, default=3, help="when a held-out model's table is profiled here")
+    ap.add_argument("--variants", type=int, default=6, help="when a held-out model's table is profiled here")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.torch_threads)
     out = args.out or Path(f"build/bench_strategies_{args.model}.json")
-    model, x = reference(args.model), torch.zeros(1, 1, 28, 28)
+    model, x = bench_model(args.model), torch.zeros(1, 1, 28, 28)
     (xtr, ytr), (xval, yval) = split_train()
     calib = calib_batches(xtr, ytr, 0, 8)
     val = batches(xval, yval, args.eval_images)
-    table = latency_tables.load(SHIPPED)
+    table = latency_tables.load(table_for(args.model, model, x, args))
     budgets, arms = args.budgets.split(","), args.arms.split(",")
     xte, yte = fashion_mnist("test")
     test = batches(xte, yte, args.test_images, 1000)
