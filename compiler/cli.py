@@ -208,7 +208,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         eval_fn = load_metric(args.eval)(data.val) if args.eval else None  # checked: a callable or exit 2
         options = CompileOptions(
             out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
-            max_evaluations=args.evaluations, generation=args.generation, seed=args.seed,
+            max_evaluations=args.evaluations, generation=args.generation, patience=args.patience, seed=args.seed,
             importance=args.importance, reconstruct=args.reconstruct, refit_candidates=args.refit_candidates,
             sparsity_epochs=args.sparsity_train,
             sparsity=args.sparsity, steps=args.steps, step_epochs=args.step_epochs, resolutions=args.resolutions,
@@ -389,6 +389,9 @@ def parser() -> argparse.ArgumentParser:
                    help="evolution scores this many children at a time, bred from the scores before them (1: each "
                         "child from every score before it); workers share a generation, so give at least --workers "
                         f"(default {CompileOptions.generation})")
+    p.add_argument("--patience", type=POSITIVE_INT, metavar="N",
+                   help="stop the search once no budget's best score has risen in N candidates (default: off; "
+                        "runs to --evaluations)")
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--confirm", type=COUNT, default=3, metavar="N",
                    help="build and time up to N of the best candidates on the device before keeping one (default 3)")

@@ -128,10 +128,11 @@ class _Genes:
 class _Search:
     def __init__(self, genes: _Genes, predict: Callable[[Widths], float], evaluate: Evaluator,
                  budgets: list[tuple[str, float]], rng: np.random.Generator, max_evaluations: int,
-                 deadline: float | None, progress: bool) -> None:
+                 deadline: float | None, progress: bool, patience: int | None = None) -> None:
         self.g, self.predict, self.evaluate = genes, predict, evaluate
         self.budgets, self.rng = budgets, rng
-        self.max_evaluations, self.deadline = max_evaluations, deadline
+        self.max_evaluations, self.deadline, self.patience = max_evaluations, deadline, patience
+        self.last_gain = 0  # archive size when some budget's best score last rose
         self.archive: dict[str, Candidate] = {}
         self.uniforms: dict[float, np.ndarray | None] = {}
         self.bar = tqdm(total=max_evaluations, desc="search", disable=not progress, unit="cand", leave=False)
@@ -140,7 +141,12 @@ class _Search:
         return self.predict(self.g.widths(genes))
 
     def done(self) -> bool:
-        return len(self.archive) >= self.max_evaluations or (self.deadline is not None and time.monotonic() > self.deadline)
+        return len(self.archive) >= self.max_evaluations or (self.deadline is not None and time.monotonic() > self.deadline) \
+            or self.stalled()
+
+    def stalled(self) -> bool:
+        """No budget's best score has risen in the last `patience` candidates: the front stopped moving."""
+        return self.patience is not None and len(self.archive) - self.last_gain >= self.patience
 
     def key(self, genes: np.ndarray) -> str:
         return widths_key(self.evaluate.space, self.g.widths(genes))
@@ -161,9 +167,12 @@ class _Search:
         """Score a batch of new candidates together (in parallel when the evaluator has workers)
         and archive them in the batch's order."""
         widths = [self.g.widths(g) for g, _ in batch]
+        before = self.best()
         for (genes, origin), w, score in zip(batch, widths, self.evaluate.many(widths)):
             self.archive[widths_key(self.evaluate.space, w)] = Candidate(
                 w, self.latency(genes), score, origin, len(self.archive), None if self.evaluate.screen else score)
+        if any(b is not None and (a is None or b.score > a.score) for a, b in zip(before.values(), self.best().values())):
+            self.last_gain = len(self.archive)
         self.bar.update(len(batch))
         self.bar.set_postfix_str(" ".join(f"{k}:{b.score:.4f}" for k, b in self.best().items() if b) or "-")
 
@@ -378,7 +387,9 @@ class SearchOptions:
     generations. With
     `screen_images`, every candidate is scored on that many held-out images after AdaBN on
     `screen_adabn_batches` batches, and the `rescore` best per budget are scored in full before
-    one is picked (tools/bench_fitness.py: how well the cheap score ranks)."""
+    one is picked (tools/bench_fitness.py: how well the cheap score ranks). `patience` stops
+    evolution or random search early once no budget's best score has risen in that many
+    candidates (off by default: at 160 candidates evolution's front was still moving)."""
 
     strategy: str = "evolution"
     channel_step: int | None = None
@@ -395,6 +406,7 @@ class SearchOptions:
     screen_images: int = 0
     screen_adabn_batches: int = 2
     rescore: int = 3
+    patience: int | None = None
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -408,6 +420,11 @@ class SearchOptions:
             raise BadInputError(f"safety_margin must be 'auto' or a share in [0, 1), got {m!r}")
         if self.strategy not in STRATEGIES:
             raise BadInputError(f"unknown search strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.patience is not None and (not isinstance(self.patience, int) or isinstance(self.patience, bool)
+                                          or self.patience < 1 or self.strategy == "netadapt"):
+            raise BadInputError(f"patience must be a whole number >= 1 (or None: off), for evolution or random "
+                                f"(netadapt's best under the tightest budget only comes at its end); got "
+                                f"{self.patience!r} with strategy {self.strategy!r}")
         counts = {"max_evaluations": self.max_evaluations, "adabn_batches": self.adabn_batches,
                   "screen_adabn_batches": self.screen_adabn_batches, "rescore": self.rescore,
                   "population": self.population, "generation": self.generation, "workers": self.workers}
@@ -490,7 +507,7 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
     limits = [(label, max(ms / (1 + margin), floor_ms)) for label, ms in labelled]
     rng = np.random.default_rng(opt.seed)
     deadline = time.monotonic() + opt.time_budget_s if opt.time_budget_s else None
-    s = _Search(genes, predictor, evaluator, limits, rng, opt.evaluations(), deadline, opt.progress)
+    s = _Search(genes, predictor, evaluator, limits, rng, opt.evaluations(), deadline, opt.progress, opt.patience)
     try:
         with parallel(evaluator, opt.workers, opt.ray) as workers:
             if opt.strategy == "evolution":
@@ -512,7 +529,7 @@ def run_search(space: PruningSpace, evaluator: Evaluator, predictor: Callable[[W
         s.bar.close()
         evaluator.save()  # with the full scores of the re-scored candidates and the baselines
     stats = {"strategy": opt.strategy, "seed": opt.seed, "channel_step": opt.channel_step, "workers": workers,
-             "candidates": len(s.archive), "setup_seconds": round(setup_s, 3),
+             "candidates": len(s.archive), "stopped_early": s.stalled(), "setup_seconds": round(setup_s, 3),
              "search_seconds": round(time.perf_counter() - t0, 3),
              "candidates_per_minute": round(60 * len(s.archive) / searched_s, 2) if searched_s else None,
              **evaluator.stats()}

@@ -118,6 +118,7 @@ class CompileOptions:
     adabn_batches: int = 8
     screen_images: int = 0
     rescore: int = 3
+    patience: int | None = None
     shipped_tables: bool = True
     memory_limit: str | int | None = "auto"
     safety_margin: float | str = "auto"
@@ -161,7 +162,8 @@ class CompileOptions:
     def search(self, channel_step: int | None = None) -> SearchOptions:
         return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.criterion(),
                              max_evaluations=self.max_evaluations, generation=self.generation, adabn_batches=self.adabn_batches,
-                             screen_images=self.screen_images, rescore=self.rescore, seed=self.seed,
+                             screen_images=self.screen_images, rescore=self.rescore, patience=self.patience,
+                             seed=self.seed,
                              force=self.force, progress=self.progress, safety_margin=self.safety_margin,
                              workers=self.workers, ray=self.ray)
 

@@ -90,6 +90,18 @@ def test_netadapt_out_of_evaluations_says_so() -> None:
         run(strategy="netadapt", budgets=["0.6x"], max_evaluations=5)
 
 
+def test_patience_stops_once_the_best_stops_rising_and_changes_nothing_before() -> None:
+    res, whole = run(max_evaluations=120, patience=10), run(max_evaluations=120)
+    n, limit = len(res.archive), res.results[0].limit_ms
+    assert 8 + 10 < n < 120 and res.stats["stopped_early"] and not whole.stats["stopped_early"]  # 8: the seeds
+    assert [c.widths for c in res.archive] == [c.widths for c in whole.archive[:n]]  # the same search, cut short
+    best = lambda cs: max(c.score for c in cs if c.latency_ms <= limit)  # noqa: E731
+    assert best(res.archive[:n - 10]) == best(res.archive)  # nothing rose in the last 10 ...
+    assert best(res.archive[:n - 11]) < best(res.archive[:n - 10])  # ... and it rose just before them
+    with pytest.raises(compiler.BadInputError, match="patience"):
+        run(strategy="netadapt", patience=5)
+
+
 def test_pareto_front_is_monotone() -> None:
     front = run(budgets=["0.9x", "0.6x"]).pareto()
     assert len(front) >= 2
