@@ -143,8 +143,8 @@ def main() -> None:
         for a in arms:
             started = time.perf_counter()
             run = compiler.search(model, x, table, calib, val, budgets=budgets, max_evaluations=args.evaluations,
-                                  population=args.population, screen_images=args.screen_images,
-                                  workers=args.workers, seed=seed, progress=False, **arm_options(a))
+                                  screen_images=args.screen_images, workers=args.workers, seed=seed,
+                                  progress=False, **({"population": args.population} | arm_options(a)))
             walls[a].append(round(time.perf_counter() - started, 1))
             curves[a].append(best_so_far(run))
             picks[a].append({r.budget: r.score for r in run.results})
