@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,10 +33,19 @@ def latprune(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts: a test run started in the background without
+    job control (nohup, `cmd &` in a script) ignores SIGINT, and a child that inherited that
+    would never see the test's Ctrl-C (Python installs its KeyboardInterrupt handler only when
+    SIGINT is not ignored at start)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def latprune_async(*args: str) -> subprocess.Popen:
     """The CLI started in the background (concurrent builds, interruption)."""
     return subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=default_sigint)
 
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from helpers import ROOT, latprune
+from helpers import ROOT, default_sigint, latprune
 
 pytestmark = pytest.mark.slow  # CLI subprocesses and end-to-end builds: the quick tier leaves them out
 
@@ -43,7 +43,8 @@ def test_interrupted_profile_leaves_a_valid_table_and_resumes(tmp_path) -> None:
     args = ["profile", "compiler.models:resnet20", "--input-shape", "1,3,32,32", "--out", str(out),
             "--save-every", "0.3", "--variants", "2", "--off-step-variants", "0", "--quiet", "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=default_sigint)
     deadline = time.time() + 240
     while not out.exists() and time.time() < deadline:
         time.sleep(0.2)

@@ -21,7 +21,7 @@ import latency_tables
 import targets
 from cli_models import tiny
 from compiler.core.memory import check_fits
-from helpers import R20_X, ROOT, kept_l1, r20, search_r20
+from helpers import R20_X, ROOT, default_sigint, kept_l1, r20, search_r20
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +115,8 @@ def test_ctrl_c_stops_the_workers_and_keeps_their_finished_scores(tmp_path: Path
     cache = tmp_path / "scores.json"
     script = tmp_path / "search.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(ROOT / "tests"), root=str(ROOT), cache=str(cache))))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 180
     while time.time() < deadline and not (cache.exists() and len(json.loads(cache.read_text())["scores"]) >= 8):
         time.sleep(0.2)
