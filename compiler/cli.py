@@ -31,7 +31,7 @@ from .data import FASHION_MNIST
 from .dataspec import load_data, load_metric
 from .models import CHECKPOINTS
 from .modelspec import example_inputs, load_model, parse_shape
-from .evolution import STRATEGIES
+from .evolution import STRATEGIES, WEIGHTS
 from .pipeline import CompileOptions, compile as run_compile, default_cache_dir
 from .report import resolutions
 from .resolution import Resized, check_resolutions
@@ -209,6 +209,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         options = CompileOptions(
             out_dir=args.out, cache_dir=cache, finetune_epochs=args.finetune_epochs, strategy=args.strategy,
             max_evaluations=args.evaluations, generation=args.generation, patience=args.patience, seed=args.seed,
+            weights=args.weights, pruningnet_steps=args.pruningnet_steps,
             importance=args.importance, reconstruct=args.reconstruct, refit_candidates=args.refit_candidates,
             sparsity_epochs=args.sparsity_train,
             sparsity=args.sparsity, steps=args.steps, step_epochs=args.step_epochs, resolutions=args.resolutions,
@@ -392,6 +393,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=POSITIVE_INT, metavar="N",
                    help="stop the search once no budget's best score has risen in N candidates (default: off; "
                         "runs to --evaluations)")
+    p.add_argument("--weights", default=CompileOptions.weights, choices=list(WEIGHTS),
+                   help="score candidates with the trained model's weights sliced to them (default, EagleEye) or "
+                        "with weights a PruningNet generates for their widths (MetaPruning; trained first for "
+                        "--pruningnet-steps steps on --data's training batches)")
+    p.add_argument("--pruningnet-steps", type=POSITIVE_INT, default=CompileOptions.pruningnet_steps, metavar="N",
+                   help=f"PruningNet training steps, one random width vector each (default "
+                        f"{CompileOptions.pruningnet_steps})")
     p.add_argument("--tolerance", type=NONNEG, default=0.03, help="measured latency may exceed the budget by this share")
     p.add_argument("--confirm", type=COUNT, default=3, metavar="N",
                    help="build and time up to N of the best candidates on the device before keeping one (default 3)")

@@ -5,7 +5,9 @@ rewrite (a deep copy with sliced weights, no tracing), a few no-grad calibration
 and one evaluation pass. With a `Screen`, every candidate is first scored cheaply (fewer
 AdaBN batches, a subset of the held-out images) and only those the search asks for again
 (`full`) get the full score. Scores are cached by Widths, in memory and optionally on disk,
-so a rerun with the same model, data and settings resumes instead of re-evaluating.
+so a rerun with the same model, data and settings resumes instead of re-evaluating. With a
+PruningNet (compiler.pruningnet, MetaPruning) a candidate's weights are generated for its
+widths instead of sliced from the trained model; AdaBN and the metric follow as before.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from .core.errors import BadInputError
 from .core.importance import select
 from .core.rewrite import apply
 from .core.space import PruningSpace, Widths
+from .pruningnet import PruningNet
 
 CACHE_SCHEMA = "latprune.scores/2"
 SAVE_EVERY = 4
@@ -130,6 +133,7 @@ class Job:
     calib: list[Any]
     metric: EvalFn
     screen: Screen | None
+    pruningnet: PruningNet | None = None  # candidates get its generated weights instead of sliced ones
 
 
 Seconds = dict[str, float]
@@ -140,7 +144,8 @@ def score(job: Job, widths: Widths, screened: bool) -> tuple[float, Seconds]:
     screen's cheap score when `screened`, else the full one."""
     metric, batches = (job.screen.metric, job.screen.adabn_batches) if screened and job.screen else (job.metric, None)
     t0 = time.perf_counter()
-    model = apply(job.gm, job.space, select(job.space, widths, job.unit_scores))
+    model = job.pruningnet.model(widths) if job.pruningnet is not None else \
+        apply(job.gm, job.space, select(job.space, widths, job.unit_scores))
     t1 = time.perf_counter()
     adabn(model, job.calib, max_batches=batches)
     t2 = time.perf_counter()
@@ -162,8 +167,8 @@ class Evaluator:
 
     def __init__(self, gm: fx.GraphModule, space: PruningSpace, unit_scores: np.ndarray,
                  calib_batches: list[Any], eval_fn: EvalFn, cache_path: Path | None = None,
-                 cache_key: str = "", screen: Screen | None = None) -> None:
-        self.gm, self.space, self.unit_scores = gm, space, unit_scores
+                 cache_key: str = "", screen: Screen | None = None, pruningnet: PruningNet | None = None) -> None:
+        self.gm, self.space, self.unit_scores, self.pruningnet = gm, space, unit_scores, pruningnet
         self.calib, self.eval_fn, self.screen = calib_batches, eval_fn, screen
         self.pool: Pool | None = None
         self.seconds = {"rewrite": 0.0, "adabn": 0.0, "eval": 0.0}
@@ -174,7 +179,7 @@ class Evaluator:
         self.full_scores = full if screen is not None else self.scores
 
     def job(self) -> Job:
-        return Job(self.gm, self.space, self.unit_scores, self.calib, self.eval_fn, self.screen)
+        return Job(self.gm, self.space, self.unit_scores, self.calib, self.eval_fn, self.screen, self.pruningnet)
 
     def _load_cache(self) -> tuple[dict[str, float], dict[str, float]]:
         if self.cache_path is None or not self.cache_path.exists():
@@ -238,6 +243,8 @@ class Evaluator:
         return {"evaluations": self.evaluations, "full_evaluations": self.full_evaluations,
                 "cache_hits": self.cache_hits, "screen": None if self.screen is None else
                 {"adabn_batches": self.screen.adabn_batches},
+                "weights": "sliced" if self.pruningnet is None else "pruningnet",
+                "pruningnet_train_s": None if self.pruningnet is None else round(self.pruningnet.train_seconds, 1),
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "seconds_per_candidate": {k: round(v / n, 4) for k, v in self.seconds.items()},
                 "candidates_per_second": round(self.evaluations / total, 3) if total else None}

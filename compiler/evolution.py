@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.fx as fx
 import torch.nn as nn
 from tqdm import tqdm
 
@@ -29,8 +30,10 @@ from .core.groups import analyze
 from .core.importance import Criterion, scores
 from .core.lower import lower
 from .core.space import PruningSpace, Widths
+from .pruningnet import PruningNet, trained
 
 STRATEGIES = ("evolution", "random", "netadapt")
+WEIGHTS = ("sliced", "pruningnet")  # what a candidate is scored with (tools/bench_estimators.py)
 Batch = list[tuple[np.ndarray, str]]  # candidates' genes and origins, waiting to be scored together
 
 
@@ -171,10 +174,11 @@ class _Search:
         for (genes, origin), w, score in zip(batch, widths, self.evaluate.many(widths)):
             self.archive[widths_key(self.evaluate.space, w)] = Candidate(
                 w, self.latency(genes), score, origin, len(self.archive), None if self.evaluate.screen else score)
-        if any(b is not None and (a is None or b.score > a.score) for a, b in zip(before.values(), self.best().values())):
+        after = self.best()
+        if any(b is not None and (a is None or b.score > a.score) for a, b in zip(before.values(), after.values())):
             self.last_gain = len(self.archive)
         self.bar.update(len(batch))
-        self.bar.set_postfix_str(" ".join(f"{k}:{b.score:.4f}" for k, b in self.best().items() if b) or "-")
+        self.bar.set_postfix_str(" ".join(f"{k}:{b.score:.4f}" for k, b in after.items() if b) or "-")
 
     def repair(self, genes: np.ndarray, budget_ms: float, band: float = 0.0) -> np.ndarray | None:
         """Shrink random groups one step at a time (weighted by the latency each step saves)
@@ -389,7 +393,10 @@ class SearchOptions:
     `screen_adabn_batches` batches, and the `rescore` best per budget are scored in full before
     one is picked (tools/bench_fitness.py: how well the cheap score ranks). `patience` stops
     evolution or random search early once no budget's best score has risen in that many
-    candidates (off by default: at 160 candidates evolution's front was still moving)."""
+    candidates (off by default: at 160 candidates evolution's front was still moving).
+    `weights="pruningnet"` scores candidates with weights from a PruningNet trained first for
+    `pruningnet_steps` steps on the labelled training batches (MetaPruning); the default,
+    "sliced", scores the trained model's sliced weights (EagleEye)."""
 
     strategy: str = "evolution"
     channel_step: int | None = None
@@ -407,6 +414,8 @@ class SearchOptions:
     screen_adabn_batches: int = 2
     rescore: int = 3
     patience: int | None = None
+    weights: str = "sliced"
+    pruningnet_steps: int = 300
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -425,7 +434,10 @@ class SearchOptions:
             raise BadInputError(f"patience must be a whole number >= 1 (or None: off), for evolution or random "
                                 f"(netadapt's best under the tightest budget only comes at its end); got "
                                 f"{self.patience!r} with strategy {self.strategy!r}")
+        if self.weights not in WEIGHTS:
+            raise BadInputError(f"unknown candidate weights {self.weights!r}; choose one of {WEIGHTS}")
         counts = {"max_evaluations": self.max_evaluations, "adabn_batches": self.adabn_batches,
+                  "pruningnet_steps": self.pruningnet_steps,
                   "screen_adabn_batches": self.screen_adabn_batches, "rescore": self.rescore,
                   "population": self.population, "generation": self.generation, "workers": self.workers}
         low = {k: v for k, v in counts.items() if not (isinstance(v, int) and v >= 1)}
@@ -438,6 +450,19 @@ class SearchOptions:
         if not self.screen_images or val is None:
             return None
         return Screen(top1(val, max_images=self.screen_images), min(self.screen_adabn_batches, self.adabn_batches))
+
+    def weights_key(self) -> str:
+        """What a score cache key needs to tell PruningNet scores from sliced ones."""
+        return "" if self.weights == "sliced" else f"|pruningnet{self.pruningnet_steps}"
+
+    def pruningnet(self, gm: fx.GraphModule, space: PruningSpace, unit_scores: np.ndarray,
+                   train: Iterable[Any]) -> PruningNet | None:
+        """The trained PruningNet that scores candidates, when `weights` asks for one: fitted on
+        the first `pruningnet_steps` batches of `train` (cycled when there are fewer)."""
+        if self.weights != "pruningnet":
+            return None
+        batches = materialize(train, self.pruningnet_steps, "PruningNet training data")
+        return trained(gm, space, unit_scores, batches, self.pruningnet_steps, self.seed, self.progress)
 
     def evaluations(self) -> int:
         if self.iterations is None:
@@ -484,8 +509,11 @@ def search(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tenso
         raise BadInputError("screen_images scores candidates on a subset of held-out batches: give eval_fn as "
                             "(input, label) batches, or screen_images=0 with an eval function")
     calib = materialize(calib_data, opt.adabn_batches, "calibration data")
-    evaluator = Evaluator(gm, space, scores(gm, space, opt.importance, calib), calib, eval_fn if callable(eval_fn) else top1(eval_fn),
-        Path(cache) if cache else None, cache_key, None if callable(eval_fn) else opt.screen(eval_fn))
+    unit = scores(gm, space, opt.importance, calib)
+    evaluator = Evaluator(gm, space, unit, calib, eval_fn if callable(eval_fn) else top1(eval_fn),
+                          Path(cache) if cache else None, cache_key + opt.weights_key(),
+                          None if callable(eval_fn) else opt.screen(eval_fn),
+                          opt.pruningnet(gm, space, unit, calib_data))
     return run_search(space, evaluator, predictor, budgets, opt, table.device, time.perf_counter() - t0)
 
 

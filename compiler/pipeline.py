@@ -119,6 +119,8 @@ class CompileOptions:
     screen_images: int = 0
     rescore: int = 3
     patience: int | None = None
+    weights: str = SearchOptions.weights
+    pruningnet_steps: int = SearchOptions.pruningnet_steps
     shipped_tables: bool = True
     memory_limit: str | int | None = "auto"
     safety_margin: float | str = "auto"
@@ -163,7 +165,7 @@ class CompileOptions:
         return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.criterion(),
                              max_evaluations=self.max_evaluations, generation=self.generation, adabn_batches=self.adabn_batches,
                              screen_images=self.screen_images, rescore=self.rescore, patience=self.patience,
-                             seed=self.seed,
+                             weights=self.weights, pruningnet_steps=self.pruningnet_steps, seed=self.seed,
                              force=self.force, progress=self.progress, safety_margin=self.safety_margin,
                              workers=self.workers, ray=self.ray)
 
@@ -311,6 +313,7 @@ class BuildContext:
     artifact: Artifact | None = None
     files: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    pruningnets: list[tuple[fx.GraphModule, PruningSpace, Any]] = field(default_factory=list)  # trained once each
     custom_metric: bool = False  # the user's eval_fn rather than top-1 on the held-out batches
     confirmed: list[dict[str, Any]] = field(default_factory=list)
     reconstructed: list[dict[str, Any]] | None = None
@@ -519,8 +522,13 @@ def _searched(ctx: BuildContext, budget: Budget, search: SearchOptions, scores_f
         predictor = _AsNative(ctx.native_predictor, ctx.space) if ctx.native_predictor is not None else \
             ctx.table.predictor(ctx.gm, ctx.inputs, ctx.target.fingerprint(), ctx.options.force, space=ctx.space)
     calib = ctx.calibration()
+    net = next((n for g, s, n in ctx.pruningnets if g is ctx.gm and s is ctx.space), False)
+    if net is False:
+        net = search.pruningnet(ctx.gm, ctx.space, ctx.unit_scores, ctx.data.train)
+        ctx.pruningnets.append((ctx.gm, ctx.space, net))
     evaluator = Evaluator(ctx.gm, ctx.space, ctx.unit_scores, calib, ctx.metric, ctx.cache / "scores" / scores_file,
-                          ctx.key, None if ctx.custom_metric else search.screen(ctx.data.val))
+                          ctx.key, None if ctx.custom_metric else search.screen(ctx.data.val),
+                          net)
     return run_search(ctx.space, evaluator, predictor, [budget], search, ctx.table.device), predictor
 
 

@@ -20,6 +20,7 @@ this ranks candidates better than sliced weights.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .core.errors import BadInputError, LatpruneError
 from .core.importance import select
@@ -54,6 +56,7 @@ class PruningNet(nn.Module):
         self.decode_b = nn.Parameter(torch.zeros(self.base.numel()))
         # a plain attribute, not a submodule: the probe is not trained, saved or moved
         object.__setattr__(self, "_probe", _index_probe(gm, named))
+        self.train_seconds = 0.0
 
     def encoding(self, widths: Widths) -> torch.Tensor:
         """The network encoding vector: each prunable group's kept share of its channels."""
@@ -98,12 +101,17 @@ class PruningNet(nn.Module):
             set_tensor(pruned.get_submodule(owner), leaf, value.clone())
         return pruned
 
-    def fit(self, batches: Sequence[Batch], steps: int, seed: int = 0, lr: float = 1e-3, low: float = 0.2,
+    def fit(self, batches: Sequence[Batch], steps: int, seed: int = 0, lr: float = 1e-4, low: float = 0.2,
             high: float = 1.0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
         """Train the generator for `steps` steps (one random Widths per step, shares of each
         group's channels drawn in [low, high]); returns the losses."""
         if steps < 1 or not batches:
             raise BadInputError("PruningNet training needs at least one step and one training batch")
+        for b in batches:
+            if not (isinstance(b, (tuple, list)) and len(b) == 2 and all(isinstance(t, torch.Tensor) for t in b)):
+                raise BadInputError("PruningNet trains on labelled batches: give training data as (input, label) "
+                                    "tensor pairs, or score with sliced weights")
+        t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
@@ -124,6 +132,7 @@ class PruningNet(nn.Module):
             if on_step is not None:
                 on_step(step, losses[-1])
         self.eval()
+        self.train_seconds = time.perf_counter() - t0
         return losses
 
 
@@ -138,3 +147,13 @@ def _index_probe(gm: fx.GraphModule, named: list[tuple[str, Any]]) -> fx.GraphMo
         probe.get_submodule(owner)._parameters[leaf] = nn.Parameter(values, requires_grad=False)
         start += p.numel()
     return probe
+
+
+def trained(gm: fx.GraphModule, space: PruningSpace, unit_scores: np.ndarray, batches: Sequence[Batch], steps: int,
+            seed: int, progress: bool = False) -> PruningNet:
+    """A PruningNet for the search: fitted for `steps` steps (cycling over `batches`), seeded."""
+    torch.manual_seed(seed)  # the generator's initialisation
+    pn = PruningNet(gm, space, unit_scores)
+    with tqdm(total=steps, desc="PruningNet", disable=not progress, leave=False) as bar:
+        pn.fit(batches, steps, seed=seed, on_step=lambda _, loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
+    return pn

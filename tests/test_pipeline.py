@@ -341,3 +341,15 @@ def test_iterative_steps_then_a_search_over_resolutions(tiny_table_at_8, target,
     assert all(x["full_ms"] < full for x in tried)  # both start from the stepped model
     assert t["predicted_ms"] <= t["budget_ms"] == pytest.approx((native + full) / 2)
     assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_a_compile_can_score_candidates_with_a_pruningnet(tiny_table, needs_pruning, target, tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    data = compiler.dataspec.Data(train=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()],
+                                  val=[(b, torch.randint(0, 10, (16,), generator=g)) for b in _batches()], source="test")
+    res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, needs_pruning, calib_data=data,
+                           table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3, verify_engines=False,
+                           progress=False, weights="pruningnet", pruningnet_steps=4)
+    stats = res.report["targets"][target.name]["search"]["stats"]
+    assert stats["weights"] == "pruningnet" and stats["pruningnet_train_s"] > 0
+    assert "weights" in compiler.CompileOptions().keyed()  # a sliced build's cached scores are not reused

@@ -90,3 +90,25 @@ def test_nothing_to_generate_is_a_clear_error():
     gm, space, unit = setup(nets.Residual())
     with pytest.raises(BadInputError, match="at least one step"):
         PruningNet(gm, space, unit).fit([], steps=5)
+
+
+def test_a_search_scores_with_pruningnet_weights_when_asked():
+    """Same seed, same first candidates; their scores now come from generated weights (the metric
+    sums the kept weights, so it sees any change), reproducibly; stats say which weights scored."""
+    from helpers import R20_CALIB, R20_X, kept_l1, r20, shipped_table
+
+    labelled = [(x, torch.arange(len(x)) % 10) for x in R20_CALIB]
+    common = dict(budgets=["0.8x"], max_evaluations=4, population=4, seed=0, progress=False)
+    sliced = compiler.search(r20(), R20_X, shipped_table(), labelled, kept_l1, **common)
+    runs = [compiler.search(r20(), R20_X, shipped_table(), labelled, kept_l1, weights="pruningnet",
+                            pruningnet_steps=3, **common) for _ in range(2)]
+    assert [c.widths for c in runs[0].archive[:4]] == [c.widths for c in sliced.archive[:4]]
+    assert all(a.score != b.score for a, b in zip(runs[0].archive[:4], sliced.archive[:4]))
+    assert [(c.widths, c.score) for c in runs[0].archive] == [(c.widths, c.score) for c in runs[1].archive]
+    assert runs[0].stats["weights"] == "pruningnet" and runs[0].stats["pruningnet_train_s"] > 0
+    assert sliced.stats["weights"] == "sliced"
+    with pytest.raises(BadInputError, match="labelled batches"):
+        compiler.search(r20(), R20_X, shipped_table(), R20_CALIB, kept_l1, weights="pruningnet",
+                        pruningnet_steps=2, **common)
+    with pytest.raises(BadInputError, match="unknown candidate weights"):
+        compiler.search(r20(), R20_X, shipped_table(), labelled, kept_l1, weights="generated", **common)

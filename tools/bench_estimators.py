@@ -101,13 +101,14 @@ def main() -> None:
                 row: dict[str, Any] = {"widths": w, "predicted_ms": predict(w), "seconds": {}}
                 t0 = time.perf_counter()
                 sliced = apply(gm, space, select(space, space.resolve(w), unit))
-                row["sliced"] = metric(sliced)
                 t1 = time.perf_counter()
-                row["adabn"] = metric(adabn(sliced, calib))
+                row["sliced"] = metric(sliced)
                 t2 = time.perf_counter()
-                row["pruningnet"] = metric(adabn(pn.model(w), calib))
+                row["adabn"] = metric(adabn(sliced, calib))
                 t3 = time.perf_counter()
-                row["seconds"] = {"sliced": t1 - t0, "adabn": t1 - t0 + t2 - t1, "pruningnet": t3 - t2}
+                row["pruningnet"] = metric(adabn(pn.model(w), calib))
+                t4 = time.perf_counter()
+                row["seconds"] = {"sliced": t2 - t0, "adabn": t1 - t0 + t3 - t2, "pruningnet": t4 - t3}
                 delivered = repaired(gm, space, space.resolve(w), unit, x, calib)[0]
                 row["truth"] = accuracy(finetune(delivered, xtr, ytr, args.finetune_steps, seed=args.seed + i), test)
                 rows.append(row)

@@ -15,7 +15,9 @@ each AdaBN-recalibrated on the same 8 training batches, then given the same shor
 Searches predict latency with the shipped ORT table; as in a build's confirm pass, a search's
 pick and then its next best (3 at most) are measured until one is within budget + 3%. The
 deterministic methods (netadapt, uniform, Torch-Pruning) are pruned once; their seeds differ
-only in the fine-tune. Writes JSON (rows, mean and standard error per model, budget and
+only in the fine-tune. `--weights pruningnet` has latprune's searches score candidates with a
+PruningNet trained per search on 300 training batches; `--no-baselines` runs latprune only.
+Writes JSON (rows, mean and standard error per model, budget and
 method) atomically; the log prints each row as it is made.
 
     .venv/bin/pip install -e '.[bench]'
@@ -50,10 +52,11 @@ from compiler.evolution import ranked  # noqa: E402
 from compiler.models import REFERENCE, reference  # noqa: E402
 
 
-def searched(model: torch.nn.Module, x: torch.Tensor, calib: Any, val: Any, budgets: list[str],
+def searched(model: torch.nn.Module, x: torch.Tensor, table: Any, calib: Any, val: Any, budgets: list[str],
              args: argparse.Namespace, strategy: str, seed: int, evaluations: int) -> compiler.SearchResult:
-    return compiler.search(model, x, latency_tables.load(SHIPPED), calib, val, budgets=budgets, strategy=strategy,
-                           max_evaluations=evaluations, screen_images=args.screen_images, seed=seed, progress=False)
+    return compiler.search(model, x, table, calib, val, budgets=budgets, strategy=strategy,
+                           max_evaluations=evaluations, screen_images=args.screen_images, seed=seed, progress=False,
+                           weights=args.weights if strategy == "evolution" else "sliced")
 
 
 def confirmed(gm: Any, space: Any, archive: list[Any], pick: Any, fraction: float, meter: Meter
@@ -95,16 +98,22 @@ def bench_model(name: str, args: argparse.Namespace, rows: list[dict[str, Any]],
     labels = [f"{f}x" for f in fractions]
     meter = Meter(targets.get("onnxruntime-cpu", threads=1), model, x)
     gm = compiler.lower(model, x)
-    step = latency_tables.load(SHIPPED).channel_step
+    table = latency_tables.load(SHIPPED)
+    step = table.channel_step
     space = compiler.analyze(gm, channel_step=step)
     unit = scores(gm, space, "l1", calib)
 
-    t0 = time.perf_counter()
-    greedy = searched(model, x, calib, val, labels, args, "netadapt", 0, args.netadapt_evaluations)
-    log[name] = {"netadapt": {"seconds": round(time.perf_counter() - t0, 1), "candidates": len(greedy.archive)}}
-    print(f"{name} netadapt: {len(greedy.archive)} candidates, {log[name]['netadapt']['seconds']} s", file=sys.stderr)
+    # a PruningNet trains on 300 batches; their first 8 are `calib`, which AdaBN uses as before
+    train = calib_batches(xtr, ytr, 0, 300) if args.weights == "pruningnet" else calib
     fixed: dict[tuple[str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
-    for frac, label, g in zip(fractions, labels, greedy.results):
+    log[name] = {}
+    if not args.no_baselines:
+        t0 = time.perf_counter()
+        greedy = searched(model, x, table, calib, val, labels, args, "netadapt", 0, args.netadapt_evaluations)
+        log[name]["netadapt"] = {"seconds": round(time.perf_counter() - t0, 1), "candidates": len(greedy.archive)}
+        print(f"{name} netadapt: {len(greedy.archive)} candidates, {log[name]['netadapt']['seconds']} s",
+              file=sys.stderr)
+    for frac, label, g in zip(fractions, labels, [] if args.no_baselines else greedy.results):
         widths, meas = confirmed(gm, space, greedy.archive, g, frac, meter)
         fixed[(label, "netadapt")] = (compiler.rewrite(gm, space, widths), meas)
         fixed[(label, "uniform")] = tune_to_budget(lambda r: compiler.rewrite(gm, space, space.uniform_widths(r)),
@@ -117,7 +126,7 @@ def bench_model(name: str, args: argparse.Namespace, rows: list[dict[str, Any]],
 
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         t0 = time.perf_counter()
-        found = searched(model, x, calib, val, labels, args, "evolution", seed, args.evaluations)
+        found = searched(model, x, table, train, val, labels, args, "evolution", seed, args.evaluations)
         log[name][f"search_seed{seed}_seconds"] = round(time.perf_counter() - t0, 1)
         per_seed = dict(adabned)
         for frac, label, b in zip(fractions, labels, found.results):
@@ -143,6 +152,9 @@ def main() -> None:
     ap.add_argument("--evaluations", type=int, default=160, help="candidates per latprune search")
     ap.add_argument("--netadapt-evaluations", type=int, default=3000, help="cap on the greedy descent's candidates")
     ap.add_argument("--screen-images", type=int, default=256)
+    ap.add_argument("--weights", default="sliced", choices=["sliced", "pruningnet"],
+                    help="what latprune's searches score candidates with (the baselines always slice)")
+    ap.add_argument("--no-baselines", action="store_true", help="latprune's searches only")
     ap.add_argument("--eval-images", type=int, default=2000)
     ap.add_argument("--test-images", type=int, default=10000)
     ap.add_argument("--finetune-steps", type=int, default=60)
