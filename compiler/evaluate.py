@@ -244,7 +244,7 @@ class Evaluator:
                 "cache_hits": self.cache_hits, "screen": None if self.screen is None else
                 {"adabn_batches": self.screen.adabn_batches},
                 "weights": "sliced" if self.pruningnet is None else "pruningnet",
-                "pruningnet_train_s": None if self.pruningnet is None else round(self.pruningnet.train_seconds, 1),
+                "pruningnet_train_s": None if self.pruningnet is None else round(self.pruningnet.train_seconds, 2),
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "seconds_per_candidate": {k: round(v / n, 4) for k, v in self.seconds.items()},
                 "candidates_per_second": round(self.evaluations / total, 3) if total else None}

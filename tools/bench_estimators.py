@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,18 +31,15 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_tables  # noqa: E402
-from bench_fitness import SHIPPED, candidates  # noqa: E402
+from bench_fitness import SHIPPED, candidates, header, reference_setup  # noqa: E402
 from bench_search import accuracy, batches, finetune  # noqa: E402
 from compiler.core.adabn import adabn  # noqa: E402
 from compiler.core.api import repaired  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
-from compiler.core.groups import analyze  # noqa: E402
-from compiler.core.importance import scores, select  # noqa: E402
-from compiler.core.lower import lower  # noqa: E402
+from compiler.core.importance import select  # noqa: E402
 from compiler.core.rewrite import apply  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
 from compiler.evaluate import top1  # noqa: E402
-from compiler.models import reference  # noqa: E402
 from compiler.pruningnet import PruningNet  # noqa: E402
 
 ESTIMATORS = ("sliced", "adabn", "pruningnet")
@@ -74,17 +70,11 @@ def main() -> None:
     metric = top1(batches(xv, yv, args.eval_images))
     test = batches(xte, yte, args.test_images)
     table = latency_tables.load(SHIPPED)
-    result: dict[str, Any] = {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
-                              "args": vars(args) | {"out": str(args.out)}, "models": {}}
+    result = header(args)
     rng = np.random.default_rng(args.seed)
     for name in args.models.split(","):
-        model = reference(name).eval()
+        gm, space, unit, predict, full_ms = reference_setup(name, table)
         x = torch.zeros(1, 1, 28, 28)
-        gm = lower(model, x)
-        space = analyze(gm, channel_step=table.channel_step)
-        unit = scores(gm, space, "l1")
-        predict = table.predictor(gm, x, space=space)
-        full_ms = predict(None)
         pn = PruningNet(gm, space, unit)
         t0 = time.perf_counter()
         losses = pn.fit(train, args.pn_steps, seed=args.seed, lr=args.pn_lr)

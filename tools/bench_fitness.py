@@ -59,6 +59,22 @@ def candidates(space: Any, predict: Any, budget_ms: float, n: int, rng: np.rando
     return out
 
 
+def header(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON's head: host, torch, the arguments; `models` to fill."""
+    return {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "args": vars(args) | {"out": str(args.out)}, "models": {}}
+
+
+def reference_setup(name: str, table: Any) -> tuple[Any, Any, np.ndarray, Any, float]:
+    """A reference model lowered and analysed at the table's step: graph, space, L1 unit scores,
+    the table's predictor for it and its unpruned prediction."""
+    x = torch.zeros(1, 1, 28, 28)
+    gm = lower(reference(name).eval(), x)
+    space = analyze(gm, channel_step=table.channel_step)
+    predict = table.predictor(gm, x, space=space)
+    return gm, space, scores(gm, space, "l1"), predict, predict(None)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet20_fmnist,mobilenet_v2_small_fmnist")
@@ -79,17 +95,10 @@ def main() -> None:
     settings.update({s: tuple(int(v) for v in s.split("x")) for s in args.settings.split(",")})
     metrics = {name: top1(val, max_images=n) for name, (_, n) in settings.items()}
     table = latency_tables.load(SHIPPED)
-    result: dict[str, Any] = {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
-                              "args": vars(args) | {"out": str(args.out)}, "models": {}}
+    result = header(args)
     rng = np.random.default_rng(args.seed)
     for name in args.models.split(","):
-        model = reference(name).eval()
-        x = torch.zeros(1, 1, 28, 28)
-        gm = lower(model, x)
-        space = analyze(gm, channel_step=table.channel_step)
-        unit = scores(gm, space, "l1")
-        predict = table.predictor(gm, x, space=space)
-        full_ms = predict(None)
+        gm, space, unit, predict, full_ms = reference_setup(name, table)
         per_budget: dict[str, Any] = {}
         for b in (float(v) for v in args.budgets.split(",")):
             ws = candidates(space, predict, b * full_ms, args.candidates, rng)
