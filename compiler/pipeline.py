@@ -47,6 +47,7 @@ from .core.importance import needs_data, scores
 from .core.lower import as_inputs, lower
 from .core.masking import invariant_error
 from .core.memory import check_fits
+from .pruningnet import HIDDEN
 from .core.reconstruct import reconstruct
 from .core.rules import RewriteError
 from .core.serialize import load
@@ -393,7 +394,8 @@ def compile(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     gm = lower(model, inputs)
     lowered_s = time.perf_counter() - t0
     check_fits(gm, opt.memory_limit, train_batch=len(data.train[0][0]), finetune=opt.finetune_epochs > 0 or opt.sparsity_epochs > 0
-               or (opt.steps > 1 and opt.step_epochs > 0), workers=opt.workers)
+               or (opt.steps > 1 and opt.step_epochs > 0), workers=opt.workers,
+               generator_width=HIDDEN if opt.weights == "pruningnet" else 0)
     check_labels(data, _classes(gm))
     key = digest(*(json_text(part) for part in (
         model_digest(gm), [list(t.shape) for t in inputs], [t.fingerprint() for t in targets_], spec.label,

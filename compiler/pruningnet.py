@@ -38,12 +38,14 @@ from .core.rules.base import set_tensor
 from .core.space import PruningSpace, Widths
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+HIDDEN = 32  # MetaPruning's meta blocks: 32 hidden units per layer
 
 
 class PruningNet(nn.Module):
     """The width-conditioned weight generator over one lowered model and its PruningSpace."""
 
-    def __init__(self, gm: fx.GraphModule, space: PruningSpace, unit_scores: np.ndarray, hidden: int = 32) -> None:
+    def __init__(self, gm: fx.GraphModule, space: PruningSpace, unit_scores: np.ndarray,
+                 hidden: int = HIDDEN) -> None:
         super().__init__()
         self.space, self.unit_scores = space, unit_scores
         self.groups = space.prunable()

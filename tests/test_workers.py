@@ -138,3 +138,14 @@ def test_the_memory_check_counts_every_worker() -> None:
     assert check_fits(gm, None, train_batch=64, workers=8) > alone
     with pytest.raises(compiler.BadInputError, match="8 search workers.*fewer --workers"):
         check_fits(gm, alone + 1, train_batch=64, workers=8)
+
+
+def test_the_memory_check_counts_a_pruningnet_generator() -> None:
+    """(hidden + 1) generator values per model weight, with gradients and Adam's moments:
+    refused with its cause named before any training starts."""
+    gm = compiler.lower(r20(), R20_X)
+    alone = check_fits(gm, None, train_batch=64)
+    weights = sum(t.numel() * t.element_size() for t in gm.state_dict().values())
+    assert check_fits(gm, None, train_batch=64, generator_width=32) >= max(alone, 4 * 33 * weights)
+    with pytest.raises(compiler.BadInputError, match="PruningNet.*--weights sliced"):
+        check_fits(gm, alone + 1, train_batch=64, generator_width=32)

@@ -97,9 +97,11 @@ def _gb(n: int) -> str:
 
 
 def check_fits(gm: fx.GraphModule, limit: str | int | None = "auto", train_batch: int | None = None,
-               finetune: bool = False, workers: int = 1) -> int:
+               finetune: bool = False, workers: int = 1, generator_width: int = 0) -> int:
     """Refuse (BadInputError) a build whose estimate exceeds `limit` ('auto': 90% of available
     memory; None: no check). Search workers each hold the model and run its forward at once.
+    `generator_width` > 0: a PruningNet with that hidden width is trained (its decode layer has
+    (width + 1) values per model weight, held with their gradients and Adam's two moments).
     Returns the estimate in bytes."""
     fp = footprint(gm)
     need = ENGINE_COPIES * fp.forward(fp.batch)
@@ -113,10 +115,14 @@ def check_fits(gm: fx.GraphModule, limit: str | int | None = "auto", train_batch
         need = max(need, (workers + 1) * fp.forward(train_batch or fp.batch))
         parts.append(f"{workers} search workers and this process each running a forward "
                      f"({_gb(fp.forward(train_batch or fp.batch))} each)")
+    if generator_width:
+        generator = 4 * fp.weights * (generator_width + 1)
+        need = max(need, generator + fp.training(train_batch or fp.batch))
+        parts.append(f"training a PruningNet ({_gb(generator)} for its generator and optimiser state)")
     cap = int(0.9 * available()) if limit == "auto" else parse_size(limit)
     if cap is not None and need > cap:
         raise BadInputError(
             f"this build needs about {_gb(need)} of memory ({'; '.join(parts)}; weights {_gb(fp.weights)}, "
             f"peak activations {_gb(fp.peak_activations)}), over the limit of {_gb(cap)}. Use a smaller "
-            "--input-shape or --batch-size, fewer --workers, or raise the limit with --memory-limit (e.g. 64G, or none)")
+            "--input-shape or --batch-size, fewer --workers, --weights sliced, or raise the limit with --memory-limit (e.g. 64G, or none)")
     return need
