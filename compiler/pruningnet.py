@@ -75,7 +75,7 @@ class PruningNet(nn.Module):
             if not torch.equal(flat, flat.round()) or (flat.numel() and not 0 <= float(flat.min()) <= float(flat.max())
                                                           < self.base.numel()):
                 raise LatpruneError(f"the rewrite computes parameter {name} instead of slicing it; "
-                                    "a PruningNet cannot generate it (use fitness weights 'sliced')")
+                                    "a PruningNet cannot generate it; score with weights='sliced' (--weights sliced)")
             index[name] = flat.long()
         return pruned, index
 
