@@ -157,15 +157,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  timing: {json.dumps(s['timing']['blocks'])}")
     print(f"  entries: {s['entries']} blocks ({s['complete_entries']} complete), {s['points']} measured points")
     for key, grid in list(s["grids"].items())[: args.limit]:
-        print(f"    {describe_key(key):56s} grid={grid}")
+        slow = s["fallback_grids"].get(key)
+        print(f"    {describe_key(key):56s} grid={grid}" + (f" fallback kernels={slow}" if slow else ""))
     if len(s["grids"]) > args.limit:
         print(f"    ... {len(s['grids']) - args.limit} more (--limit)")
     for key, m in s["models"].items():
         print(f"  model {m['name']} [{key}]: {m['variants']} measured variants, correction {m.get('form')} "
               f"{m.get('coef')}, leave-one-out error median {m.get('loo_median_abs')}% max {m.get('loo_max_abs')}%")
         off = m.get("off_step")
+        scale = f", fallback kernels x{m['fallback_scale']}" if "fallback_scale" in m else ""
         print(f"    off the channel step: error median {off['median_abs']}% max {off['max_abs']}% over {off['n']} "
-              "variants" if off else "    off the channel step: no variants measured (profile again to add them)")
+              f"variants{scale}" if off else "    off the channel step: no variants measured (profile again to add them)")
     return 0
 
 

@@ -55,6 +55,13 @@ def residue_class(v: int, step: int) -> int:
     return math.gcd(int(v), int(step))
 
 
+def step_class(v: int, step: int) -> int:
+    """The class an engine's kernel choice is labelled by: 0 below the step, else
+    residue_class (ORT: input channels below its block take the blocked kernels whatever
+    their divisibility)."""
+    return 0 if int(v) < step else residue_class(v, step)
+
+
 def bracket(values: np.ndarray, v: float) -> tuple[int, int, float]:
     """Indices of the grid values around v and the weight of the upper one (linear;
     extrapolates below the grid, clamped at zero latency by the caller)."""

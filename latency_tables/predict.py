@@ -52,6 +52,7 @@ class Predictor:
         corr = table.models.get(self.key, {}).get("correction")
         self.corrected = corr is not None
         self.coef = np.array(corr["coef"] if corr else [1.0, 0.0, 0.0], dtype=np.float64)
+        self.fallback_scale = float(corr.get("fallback_scale", 1.0)) if corr else 1.0
         self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
         self.variants = len(table.models.get(self.key, {}).get("variants", []))
         self.off_step_error_pct = table.models.get(self.key, {}).get("off_step_error_pct")
@@ -61,22 +62,34 @@ class Predictor:
         counts = self.counter.counts(self.counter.vector(self.space.resolve(widths)))
         return [[int(counts[r]) if r is not None else f for r, f in zip(rows, fixed)] for _, rows, fixed in self._look]
 
-    def blocks_ms(self, widths: Widths | None = None) -> list[float]:
-        """Per-use block latency (ms) at these widths, in graph order."""
+    def priced(self, widths: Widths | None = None) -> list[tuple[float, bool]]:
+        """Per-use (block latency in ms, whether on the engine's fallback kernels) at these
+        widths, in graph order."""
         out = []
         for (fn, _, _), values in zip(self._look, self._values(widths)):
             try:
-                out.append(fn(values))
+                out.append(fn.price(values))
             except ValueError as exc:
                 raise TableError(f"channel counts {values} fall outside the table's grid ({exc}); "
                                  "profile this model to extend it") from None
         return out
 
+    def blocks_ms(self, widths: Widths | None = None) -> list[float]:
+        """Per-use block latency (ms) at these widths, in graph order."""
+        return [ms for ms, _ in self.priced(widths)]
+
     def features(self, widths: Widths | None = None) -> np.ndarray:
-        """[sum of block ms, weights in MB (fp32), 1]: what the end-to-end correction is fit on.
-        Isolated blocks run with their weights in cache; a whole graph streams them from memory."""
+        """[sum of block ms on the fast kernels, weights in MB (fp32), 1, sum on the fallback
+        kernels]. The end-to-end correction is fit on the first three: isolated blocks run with
+        their weights in cache where a whole graph streams them from memory, and an isolated
+        blocked-layout block pays the reorders into and out of its layout that a chain of them
+        does not. A block on the fallback kernels has no reorders and is measured to cost in
+        the graph what it costs alone (MobileNetV2 at 96 px, 35 plain convs: 1.67 ms in the
+        graph, 1.69 ms alone), so it enters the prediction as it is."""
         mb = sum(u.weights(v) for u, v in zip(self.uses, self._values(widths))) * 4 / 2**20
-        return np.array([float(np.sum(self.blocks_ms(widths))), mb, 1.0])
+        priced = self.priced(widths)
+        return np.array([sum(ms for ms, slow in priced if not slow), mb, 1.0,
+                         sum(ms for ms, slow in priced if slow)])
 
     def error_pct(self, widths: Widths | None = None) -> float | None:
         """How far off a prediction for these widths may be, in %: meant as a 90% bound, 2.5x the
@@ -101,4 +114,13 @@ class Predictor:
         return float(min(P90_PER_MEDIAN * loo["loo_median_abs"], loo["loo_max_abs"]))
 
     def __call__(self, widths: Widths | None = None) -> float:
-        return float(self.features(widths) @ self.coef)
+        return corrected(self.features(widths), self.coef, self.fallback_scale)
+
+
+def corrected(features: np.ndarray, coef: np.ndarray, fallback_scale: float = 1.0) -> np.ndarray | float:
+    """Predicted ms from features (one row or many; rows written before the fallback-kernel sum
+    existed have three columns): the correction over the first three, plus the fourth scaled
+    as the model's off-step variants measured it (profile.fit_fallback)."""
+    f = np.asarray(features, dtype=np.float64)
+    out = f[..., :3] @ coef + (fallback_scale * f[..., 3] if f.shape[-1] > 3 else 0.0)
+    return float(out) if np.ndim(out) == 0 else out

@@ -24,27 +24,55 @@ from compiler.core.rules import ENGINE_FUSES
 from compiler.core.space import PruningSpace, Widths
 
 from .errors import TableError
-from .grid import bracket, on_step, residue_class
+from .grid import bracket, on_step, residue_class, step_class
 from .predict import Predictor
 
 SCHEMA = "latprune.latency-table"
 VERSION = 1
 
 
+def _product(grid: list[list[int]]) -> list[tuple[int, ...]]:
+    return [tuple(int(v) for v in p) for p in np.array(np.meshgrid(*grid, indexing="ij")).reshape(len(grid), -1).T]
+
+
+def _points_from(rows: list[list[float]], n: int) -> dict[tuple[int, ...], list[float]]:
+    points = {}
+    for row in rows:
+        if len(row) != n + 4 or not all(np.isfinite(row)) or min(row[n:n + 3]) < 0 or row[n + 3] < 1:
+            raise ValueError(f"bad point {row!r}")
+        points[tuple(int(v) for v in row[:n])] = [float(x) for x in row[n:n + 3]] + [int(row[n + 3])]
+    return points
+
+
+def _check_grid(grid: list[list[int]], n: int) -> None:
+    if len(grid) != n or any(not g or sorted(g) != g for g in grid):
+        raise ValueError("grid does not match vars or is not sorted")
+
+
 @dataclass
 class Entry:
-    """One block's measurements: a full grid product, plus off-step probes."""
+    """One block's measurements: a full grid product, plus off-step probes. Where the engine has
+    a fallback kernel family (ORT's plain NCHW convs beside its blocked NCHWc ones), also which
+    residue classes of each var keep the fast family (`fast`, read from the engine's compiled
+    graph at the probes) and a coarser grid timed on the fallback kernels (`slow_grid`)."""
 
     vars: tuple[str, ...]
     grid: list[list[int]]
     channel_step: int
     points: dict[tuple[int, ...], list[float]] = field(default_factory=dict)  # -> [median, p10, p90, runs]
+    fast: list[list[int]] | None = None  # per var: grid.step_class values on the fast kernels; None: not probed
+    slow_grid: list[list[int]] | None = None
+    slow: dict[tuple[int, ...], list[float]] = field(default_factory=dict)
 
     def grid_points(self) -> list[tuple[int, ...]]:
-        return [tuple(int(v) for v in p) for p in np.array(np.meshgrid(*self.grid, indexing="ij")).reshape(len(self.grid), -1).T]
+        return _product(self.grid)
+
+    def slow_points(self) -> list[tuple[int, ...]]:
+        return _product(self.slow_grid) if self.slow_grid else []
 
     def missing(self) -> list[tuple[int, ...]]:
-        return [p for p in self.grid_points() if p not in self.points]
+        return [p for p in self.grid_points() if p not in self.points] + \
+            [p for p in self.slow_points() if p not in self.slow]
 
     def compile(self, overhead_ms: float) -> _Compiled:
         if self.missing():
@@ -53,20 +81,49 @@ class Entry:
         return _Compiled(self, overhead_ms)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"vars": list(self.vars), "grid": self.grid, "step": self.channel_step,
-                "points": [[*k, *v] for k, v in sorted(self.points.items())]}
+        d: dict[str, Any] = {"vars": list(self.vars), "grid": self.grid, "step": self.channel_step,
+                             "points": [[*k, *v] for k, v in sorted(self.points.items())]}
+        if self.fast is not None:  # written only when probed: older tables stay byte-identical
+            d["fast"] = self.fast
+        if self.slow_grid:
+            d["slow_grid"] = self.slow_grid
+            d["slow"] = [[*k, *v] for k, v in sorted(self.slow.items())]
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Entry:
         n = len(d["vars"])
-        if len(d["grid"]) != n or any(not g or sorted(g) != g for g in d["grid"]):
-            raise ValueError("grid does not match vars or is not sorted")
-        points = {}
-        for row in d["points"]:
-            if len(row) != n + 4 or not all(np.isfinite(row)) or min(row[n:n + 3]) < 0 or row[n + 3] < 1:
-                raise ValueError(f"bad point {row!r}")
-            points[tuple(int(v) for v in row[:n])] = [float(x) for x in row[n:n + 3]] + [int(row[n + 3])]
-        return Entry(tuple(d["vars"]), [[int(v) for v in g] for g in d["grid"]], int(d["step"]), points)
+        _check_grid(d["grid"], n)
+        fast = d.get("fast")
+        if fast is not None and (len(fast) != n or not all(isinstance(c, int) and c >= 0 for f in fast for c in f)):
+            raise ValueError(f"fast classes {fast!r}")
+        slow_grid = d.get("slow_grid")
+        if slow_grid is not None:
+            _check_grid(slow_grid, n)
+        return Entry(tuple(d["vars"]), [[int(v) for v in g] for g in d["grid"]], int(d["step"]),
+                     _points_from(d["points"], n), [[int(c) for c in f] for f in fast] if fast is not None else None,
+                     [[int(v) for v in g] for g in slow_grid] if slow_grid else None, _points_from(d.get("slow", []), n))
+
+
+def _array(grid: list[list[int]], points: dict[tuple[int, ...], list[float]], overhead_ms: float) -> np.ndarray:
+    ms = np.zeros([len(g) for g in grid])
+    for idx in np.ndindex(*ms.shape):
+        ms[idx] = max(points[tuple(grid[i][j] for i, j in enumerate(idx))][0] - overhead_ms, 0.0)
+    return ms
+
+
+def _interpolate(grid: list[np.ndarray], ms: np.ndarray, values: Sequence[float]) -> float:
+    """Multilinear interpolation of a grid of latencies (extrapolating below it, clamped at 0)."""
+    corners = [bracket(g, v) for g, v in zip(grid, values)]
+    total = 0.0
+    for pick in np.ndindex(*([2] * len(corners))):
+        w, idx = 1.0, []
+        for (lo, hi, t), p in zip(corners, pick):
+            w *= t if p else 1.0 - t
+            idx.append(hi if p else lo)
+        if w:
+            total += w * ms[tuple(idx)]
+    return max(total, 0.0)
 
 
 class _Compiled:
@@ -75,11 +132,11 @@ class _Compiled:
     def __init__(self, e: Entry, overhead_ms: float) -> None:
         self.grid = [np.asarray(g, dtype=np.float64) for g in e.grid]
         self.channel_step = e.channel_step
-        self.ms = np.zeros([len(g) for g in e.grid])
-        for idx in np.ndindex(*self.ms.shape):
-            key = tuple(e.grid[i][j] for i, j in enumerate(idx))
-            self.ms[idx] = max(e.points[key][0] - overhead_ms, 0.0)
+        self.ms = _array(e.grid, e.points, overhead_ms)
         self.penalty = [self._penalty(e, i, overhead_ms) for i in range(len(e.grid))]
+        self.fast = [set(f) for f in e.fast] if e.fast is not None else None
+        self.slow_grid = [np.asarray(g, dtype=np.float64) for g in e.slow_grid] if e.slow_grid else None
+        self.slow_ms = _array(e.slow_grid, e.slow, overhead_ms) if e.slow_grid else None
 
     def _penalty(self, e: Entry, i: int, overhead_ms: float) -> dict[int, float]:
         """Per residue class of var i (grid.residue_class): measured off-step latency over the
@@ -107,25 +164,27 @@ class _Compiled:
         return pens[min(pens, key=lambda m: (abs(np.log2(m) - np.log2(c)), m))]
 
     def _at(self, values: Sequence[float]) -> float:
-        corners = [bracket(g, v) for g, v in zip(self.grid, values)]
-        total = 0.0
-        for pick in np.ndindex(*([2] * len(corners))):
-            w, idx = 1.0, []
-            for (lo, hi, t), p in zip(corners, pick):
-                w *= t if p else 1.0 - t
-                idx.append(hi if p else lo)
-            if w:
-                total += w * self.ms[tuple(idx)]
-        return max(total, 0.0)
+        return _interpolate(self.grid, self.ms, values)
 
     def __call__(self, values: Sequence[int]) -> float:
+        return self.price(values)[0]
+
+    def price(self, values: Sequence[int]) -> tuple[float, bool]:
+        """(ms, whether on the fallback kernels). On the fast kernels: the next step up, times
+        the measured penalty of each off-step count's class. At a count whose class the engine
+        runs on its fallback kernels: the fallback grid at the counts themselves (those kernels
+        do not pad to the step)."""
         looked, pen = [], 1.0
         for i, (g, v) in enumerate(zip(self.grid, values)):
             u, off = on_step(int(v), g, self.channel_step)
+            if off and self.slow_ms is not None and step_class(int(v), self.channel_step) not in self.fast[i]:
+                # the fallback grid's top is one count below the full size
+                top = [min(int(c), int(g[-1])) for c, g in zip(values, self.slow_grid)]
+                return _interpolate(self.slow_grid, self.slow_ms, top), True
             looked.append(u)
             if off:
                 pen *= self._penalty_at(i, int(v))
-        return self._at(looked) * pen
+        return self._at(looked) * pen, False
 
 
 @dataclass
@@ -179,11 +238,17 @@ class LatencyTable:
         for k, e in other.entries.items():
             mine = self.entries.get(k)
             if mine is None:
-                self.entries[k] = Entry(e.vars, [list(g) for g in e.grid], e.channel_step, dict(e.points))
+                self.entries[k] = Entry(e.vars, [list(g) for g in e.grid], e.channel_step, dict(e.points),
+                                        e.fast, e.slow_grid, dict(e.slow))
                 continue
             mine.grid = [sorted(set(a) | set(b)) for a, b in zip(mine.grid, e.grid)]
             for p, s in e.points.items():
                 mine.points.setdefault(p, s)
+            if mine.fast is None and e.fast is not None:
+                mine.fast, mine.slow_grid = [list(f) for f in e.fast], e.slow_grid
+            if mine.slow_grid == e.slow_grid:
+                for p, s in e.slow.items():
+                    mine.slow.setdefault(p, s)
         for k, m in other.models.items():
             self.models.setdefault(k, m)
         return self
@@ -198,7 +263,7 @@ class LatencyTable:
                                "to use it anyway")
 
     def summary(self) -> dict[str, Any]:
-        n_points = sum(len(e.points) for e in self.entries.values())
+        n_points = sum(len(e.points) + len(e.slow) for e in self.entries.values())
         complete = sum(1 for e in self.entries.values() if not e.missing())
         fits = {k: {"name": m.get("name"), "variants": len(m.get("variants", [])),
                     **m.get("correction", {}), **m.get("fit_error_pct", {}), "off_step": m.get("off_step_error_pct")}
@@ -206,7 +271,8 @@ class LatencyTable:
         return {"fingerprint": self.fingerprint, "timing": self.timing, "step": self.channel_step,
                 "overhead_ms": self.overhead_ms, "entries": len(self.entries),
                 "complete_entries": complete, "points": n_points,
-                "grids": {k: e.grid for k, e in self.entries.items()}, "models": fits}
+                "grids": {k: e.grid for k, e in self.entries.items()},
+                "fallback_grids": {k: e.slow_grid for k, e in self.entries.items() if e.slow_grid}, "models": fits}
 
     # ---- prediction --------------------------------------------------------------------
     def predictor(self, model: torch.nn.Module, example_inputs: Any,
@@ -284,9 +350,14 @@ def _check_sense(t: LatencyTable) -> None:
     if not all(isinstance(k, str) for k in t.fingerprint) or "target" not in t.fingerprint:
         raise ValueError("fingerprint names no target")
     for key, e in t.entries.items():
-        if e.channel_step < 1 or not e.vars or any(v < 1 for g in e.grid for v in g):
-            raise ValueError(f"entry {key[:60]}: step {e.channel_step}, grid {e.grid}")
+        if e.channel_step < 1 or not e.vars or any(v < 1 for g in e.grid + (e.slow_grid or []) for v in g):
+            raise ValueError(f"entry {key[:60]}: step {e.channel_step}, grid {e.grid}, slow grid {e.slow_grid}")
+        if e.slow_grid and e.fast is None:
+            raise ValueError(f"entry {key[:60]}: a fallback-kernel grid without the classes that use it")
     for key, m in t.models.items():
         coef = m.get("correction", {}).get("coef", [1.0, 0.0, 0.0])
         if len(coef) != 3 or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in coef):
             raise ValueError(f"model {key}: correction {coef}")
+        scale = m.get("correction", {}).get("fallback_scale", 1.0)
+        if not (isinstance(scale, (int, float)) and 0 < scale < 100):
+            raise ValueError(f"model {key}: fallback scale {scale!r}")

@@ -205,6 +205,17 @@ class Target(abc.ABC):
         """Time the engine on its example inputs."""
         return time_calls(lambda: self.run(artifact), timing)
 
+    def kernel_family(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> str | None:
+        """Which family of kernels the engine runs this (one-block) model on, read from what the
+        engine compiled; None where the target has one family only. Engines leave their fast,
+        blocked-layout kernels at channel counts they cannot block, for much slower ones."""
+        return None
+
+    def fallback(self) -> Target | None:
+        """This target compiling onto its fallback kernel family only (what off-step counts get),
+        so a table can time blocks there at any count; None where there is no such family."""
+        return None
+
     @property
     def can_measure(self) -> bool:
         """Whether this target's device is reachable to time (and run) engines on."""

@@ -3,6 +3,7 @@ with full graph optimisation (Conv+BN+activation fused, NCHWc layout), one engin
 from __future__ import annotations
 
 from collections.abc import Sequence
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from compiler.core.export import onnx_bytes
 from .base import Artifact, Target, TargetError, as_numpy, check_threads, cpu_name, cpu_simd
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
+_NCHWC = "com.microsoft.nchwc"  # the domain of ORT's blocked-layout kernels and reorders
 
 
 class OnnxRuntimeCPU(Target):
@@ -22,10 +24,11 @@ class OnnxRuntimeCPU(Target):
 
     name = "onnxruntime-cpu"
 
-    def __init__(self, threads: int = 1, opt_level: str = "all") -> None:
+    def __init__(self, threads: int = 1, opt_level: str = "all", blocked: bool = True) -> None:
         import onnxruntime  # noqa: F401  (a hard dependency; fail here, not mid-build)
 
         self.threads = check_threads(threads)
+        self.blocked = blocked  # False: ORT's NCHWc layout pass off, every conv on the plain kernels
         if opt_level not in _OPT_LEVELS:
             raise TargetError(f"opt_level must be one of {_OPT_LEVELS}, got {opt_level!r}")
         self.opt_level = opt_level
@@ -36,7 +39,12 @@ class OnnxRuntimeCPU(Target):
         import onnxruntime
 
         return {"target": self.name, "device": cpu_name(), "simd": self.simd, "threads": self.threads,
-                "onnxruntime": onnxruntime.__version__, "opt_level": self.opt_level, "precision": "fp32"}
+                "onnxruntime": onnxruntime.__version__, "opt_level": self.opt_level, "precision": "fp32",
+                **({} if self.blocked else {"layout": "nchw"})}
+
+    @property
+    def _disabled(self) -> list[str]:
+        return [] if self.blocked else ["NchwcTransformer"]
 
     def _options(self, optimized_path: Path | None = None) -> Any:
         import onnxruntime as ort
@@ -56,6 +64,21 @@ class OnnxRuntimeCPU(Target):
             so.optimized_model_filepath = str(optimized_path)
         return so
 
+    def kernel_family(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> str | None:
+        """'nchwc' where ORT's optimised graph runs the block on its blocked-layout kernels,
+        'plain' where it keeps NCHW (e.g. a conv whose input channels are not a multiple of 4)."""
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="latprune-ort-") as d:
+            self.build_onnx(onnx_bytes(model, example_inputs), as_numpy(example_inputs), d)
+            graph = onnx.load(Path(d) / "model.ort.onnx", load_external_data=False).graph
+        return "nchwc" if any(n.domain == _NCHWC for n in graph.node) else "plain"
+
+    def fallback(self) -> Target | None:
+        if self.opt_level != "all":
+            return None  # the NCHWc pass runs only at 'all'
+        return OnnxRuntimeCPU(self.threads, self.opt_level, blocked=False)
+
     def build(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
               out_dir: str | Path | None = None) -> Artifact:
         return self.build_onnx(onnx_bytes(model, example_inputs), as_numpy(example_inputs), out_dir)
@@ -69,13 +92,15 @@ class OnnxRuntimeCPU(Target):
         files: dict[str, Path] = {}
         try:
             if out_dir is None:
-                sess = ort.InferenceSession(onnx_model, self._options(), providers=["CPUExecutionProvider"])
+                sess = ort.InferenceSession(onnx_model, self._options(), providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=self._disabled)
             else:
                 out = Path(out_dir)
                 with atomic_path(out / "model.onnx") as tmp:
                     tmp.write_bytes(onnx_model)
                 with atomic_path(out / "model.ort.onnx") as tmp:
-                    sess = ort.InferenceSession(onnx_model, self._options(tmp), providers=["CPUExecutionProvider"])
+                    sess = ort.InferenceSession(onnx_model, self._options(tmp), providers=["CPUExecutionProvider"],
+                                                disabled_optimizers=self._disabled)
                 files = {"onnx": out / "model.onnx", "engine": out / "model.ort.onnx"}
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise TargetError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0]}") from None

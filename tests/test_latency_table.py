@@ -9,7 +9,8 @@ import pytest
 
 import latency_tables
 from latency_tables.grid import bracket, grid_values, off_step_probes, on_step
-from latency_tables.profile import fit_correction
+from latency_tables.predict import corrected
+from latency_tables.profile import fit_correction, fit_fallback
 from latency_tables.table import Entry, LatencyTable, TableError
 
 FP = {"target": "onnxruntime-cpu", "device": "cpu-x", "threads": 1, "onnxruntime": "1.0", "precision": "fp32"}
@@ -74,6 +75,37 @@ def test_off_step_penalty_follows_the_residue_class() -> None:
         assert c([v]) == pytest.approx(engine(v), rel=1e-6), v
     only_8 = entry_from(engine, [16, 32, 64, 128], probes=(56,)).compile(0.0)  # a table with one class
     assert only_8([63]) == pytest.approx(only_8([60]))  # every off-step count priced by it, as before
+
+
+def test_counts_on_the_fallback_kernels_are_priced_on_the_fallback_grid() -> None:
+    """An engine that keeps its blocked kernels (padded to the step) for counts that are
+    multiples of 4 and runs the rest on plain kernels, which do not step with the SIMD block
+    and whose cost no penalty at one count carries to another: the classes the profile found
+    on the fast family take the step up x penalty, the others the fallback grid at the counts
+    themselves."""
+    def engine(c: int) -> float:
+        return float(-(-c // 16)) * (1.1 if c % 16 and c % 4 == 0 else 1.0)
+
+    def plain(c: int) -> float:
+        return 0.05 * c
+
+    grid = [16, 32, 64, 128]
+    e = entry_from(engine, grid, probes=tuple(off_step_probes(grid, 16)))
+    e.fast, e.slow_grid = [[4, 8, 16]], [[16, 64, 128]]
+    for v in e.slow_grid[0]:
+        e.slow[(v,)] = [plain(v)] * 3 + [10]
+    c = e.compile(overhead_ms=0.0)
+    for v in (16, 64, 96, 128):
+        assert c([v]) == pytest.approx(engine(v)), v  # on the step: the blocked grid
+    for v in (40, 44, 60, 124):
+        assert c([v]) == pytest.approx(engine(v), rel=1e-6), v  # a fast class: next step x penalty
+    for v in (33, 63, 71, 98, 127):
+        assert c([v]) == pytest.approx(plain(v), rel=1e-6), v  # fallback kernels, interpolated
+    back = Entry.from_dict(json.loads(json.dumps(e.to_dict())))
+    assert back == e
+    assert "fast" not in entry_from(engine, grid).to_dict()  # tables without probes are written as before
+    e.slow.pop((64,))
+    assert e.missing() == [(64,)]  # an unfinished fallback grid is resumed like the main one
 
 
 def test_overhead_is_subtracted_and_clamped() -> None:
@@ -161,3 +193,19 @@ def test_fit_correction_recovers_a_linear_relation_and_reports_loo_error() -> No
     assert float(np.max(loo)) < 1e-6
     coef, form, _ = fit_correction(x[:, :], 1.1 * s)
     assert form == "scale" and coef[0] == pytest.approx(1.1)
+
+
+def test_the_fallback_kernels_scale_is_fit_on_off_step_variants_with_the_correction_kept() -> None:
+    """Blocks on the fallback kernels cost more in the graph than alone (reorders around them):
+    their sum's scale is learnt from the off-step variants, leave-one-out errors reported; a
+    model with too few such variants keeps 1.0 and says its errors as they are."""
+    rng = np.random.default_rng(1)
+    fast, slow = rng.uniform(0.2, 1.0, 6), rng.uniform(0.5, 2.0, 6)
+    x = np.stack([fast, np.zeros(6), np.ones(6), slow], 1)
+    coef = np.array([0.8, 0.0, 0.0])
+    scale, loo = fit_fallback(x, 0.8 * fast + 1.15 * slow, coef)
+    assert scale == pytest.approx(1.15) and float(np.max(loo)) < 1e-6
+    assert corrected(x[0], coef, scale) == pytest.approx(0.8 * fast[0] + 1.15 * slow[0])
+    scale, loo = fit_fallback(x[:2], 0.8 * fast[:2] + 1.5 * slow[:2], coef)
+    assert scale == 1.0 and float(np.min(loo)) > 10
+    assert corrected(x[:, :3], coef, 2.0) == pytest.approx(0.8 * fast)  # rows written before the 4th feature

@@ -17,6 +17,7 @@ import targets
 from cli_models import tiny
 from compiler.models import resnet20
 from latency_tables.blocks import PlaceCounter, extract
+from latency_tables.grid import step_class
 from latency_tables.profile import contradiction
 from latency_tables.table import TableError
 from targets.base import Timing
@@ -89,6 +90,30 @@ def test_resumed_profile_reuses_every_point(profiled) -> None:
                                    progress=False, block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
     assert again.last_profile.measured_points == 0 and again.last_profile.measured_variants == 0
     assert again.last_profile.reused_points == table.summary()["points"]
+
+
+def test_profile_reads_the_engines_kernel_choice_and_times_its_fallback_kernels(profiled) -> None:
+    """The second conv's input channels leave ONNX Runtime's blocked kernels at counts that are
+    not multiples of 4: the profile reads that from the engine at its probes, times a grid on
+    the plain kernels, and a variant at such a count is priced there, outside the correction."""
+    table, _, x, tgt = profiled
+    gm = compiler.lower(tiny(), x)
+    blocks, _ = extract(gm, compiler.analyze(gm, channel_step=tgt.channel_step), table.fuses)
+    labelled = {k: e for k, e in table.entries.items() if e.fast is not None}
+    assert set(labelled) == {k for k, e in table.entries.items() if any(len(g) > 1 for g in e.grid)}
+    fallback = {k: e for k, e in labelled.items() if e.slow_grid}
+    assert fallback and all(not e.missing() for e in fallback.values())
+    for key, e in fallback.items():
+        mid = [g[len(g) // 2] for g in e.grid]
+        home = tgt.kernel_family(*blocks[key].module(mid))
+        i = next(j for j, f in enumerate(e.fast) if len(f) < 6)  # a var with a class off the fast kernels
+        for count in range(mid[i] - 1, mid[i] - tgt.channel_step, -1):
+            point = mid[:i] + [count] + mid[i + 1:]
+            fast = step_class(count, tgt.channel_step) in e.fast[i]
+            assert (tgt.kernel_family(*blocks[key].module(point)) == home) == fast, (point, e.fast)
+    pred = latency_tables.Predictor(table, gm, x, space=compiler.analyze(gm, channel_step=1))
+    odd = {g.id: g.size - 1 for g in pred.space.prunable()}  # 31 channels: off the blocked kernels
+    assert pred.features(odd)[3] > 0 and pred.features(None)[3] == 0
 
 
 def test_table_refuses_another_target_and_unknown_blocks(profiled) -> None:

@@ -53,26 +53,27 @@ def test_an_op_the_fast_exporter_refuses_leaves_stdout_clean(capfd) -> None:
 
 @pytest.mark.skipif(targets.base.cpu_simd() != "avx512f", reason="the kernel rule below is ONNX Runtime's "
                     "on AVX-512 (NCHWc block 16); another CPU has another block")
-def test_onnxruntime_kernel_choice_turns_on_divisibility(tmp_path) -> None:
-    """Why the table prices off-step counts per residue class (latency_tables.grid): ONNX
+def test_onnxruntime_kernel_choice_turns_on_divisibility() -> None:
+    """Why the table prices off-step counts per residue class and keeps a fallback grid: ONNX
     Runtime runs a conv on its blocked NCHWc kernel when its input channels are below the block
     (16) or a multiple of 4 (any output count, padded), a depthwise conv when its channels are
     a multiple of 4, else on a plain kernel with layout reorders around it. Read from the
-    engine's own optimised graph; if an ONNX Runtime upgrade changes the rule, this fails."""
-    import onnx
-
+    engine's own optimised graph (Target.kernel_family); if an ONNX Runtime upgrade changes the
+    rule, this fails. The fallback target runs every conv on the plain kernels, same outputs."""
     tgt = targets.get("onnxruntime-cpu", threads=1)
 
-    def blocked(conv: nn.Conv2d) -> bool:
-        out = tmp_path / f"{conv.in_channels}-{conv.out_channels}-{conv.groups}"
-        tgt.build(conv.eval(), torch.randn(1, conv.in_channels, 10, 10), out_dir=out)
-        graph = onnx.load(str(out / "model.ort.onnx")).graph
-        return any(n.domain == "com.microsoft.nchwc" and n.op_type == "Conv" for n in graph.node)
+    def family(conv: nn.Conv2d, on: targets.Target = tgt) -> str | None:
+        return on.kernel_family(conv.eval(), torch.randn(1, conv.in_channels, 10, 10))
 
     for cin in (8, 15, 16, 18, 20, 22, 23, 24, 60, 62, 63, 64):
-        assert blocked(nn.Conv2d(cin, 23, 1)) == (cin < 16 or cin % 4 == 0), cin
+        assert family(nn.Conv2d(cin, 23, 1)) == ("nchwc" if cin < 16 or cin % 4 == 0 else "plain"), cin
     for c in (20, 22, 23, 24, 60, 62, 63, 64):
-        assert blocked(nn.Conv2d(c, c, 3, padding=1, groups=c)) == (c % 4 == 0), c
+        assert family(nn.Conv2d(c, c, 3, padding=1, groups=c)) == ("nchwc" if c % 4 == 0 else "plain"), c
+    slow = tgt.fallback()
+    conv, x = nn.Conv2d(32, 32, 3, padding=1).eval(), torch.randn(1, 32, 10, 10)
+    assert family(conv, slow) == "plain" and slow.fingerprint() == {**tgt.fingerprint(), "layout": "nchw"}
+    np.testing.assert_allclose(slow.run(slow.build(conv, x))[0], tgt.run(tgt.build(conv, x))[0], rtol=1e-4, atol=1e-4)
+    assert targets.get("onnxruntime-cpu", threads=1, opt_level="extended").fallback() is None  # no NCHWc pass there
 
 
 def test_target_errors_are_clear() -> None:

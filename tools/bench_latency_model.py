@@ -32,7 +32,6 @@ import latency_tables  # noqa: E402
 import targets  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.models import mobilenet_v2_small, resnet20  # noqa: E402
-from latency_tables.grid import residue_class  # noqa: E402
 from latency_tables.profile import MODEL_TIMING  # noqa: E402
 
 
@@ -80,13 +79,12 @@ def summarise(pred: np.ndarray, meas: np.ndarray, mac: np.ndarray, stated: np.nd
     }
 
 
-def one_probe(table: latency_tables.LatencyTable) -> latency_tables.LatencyTable:
-    """The table as if profiled with one off-step probe per dim, half a step off (as before
-    probes per residue class): every other off-step point dropped."""
+def penalty_only(table: latency_tables.LatencyTable) -> latency_tables.LatencyTable:
+    """The table as before fallback-kernel grids: every off-step count priced as the next step
+    up times its residue class's measured penalty."""
     t = copy.deepcopy(table)
     for e in t.entries.values():
-        e.points = {k: v for k, v in e.points.items()
-                    if all(c in g or residue_class(c, e.channel_step) == e.channel_step // 2 for c, g in zip(k, e.grid))}
+        e.fast, e.slow_grid, e.slow = None, None, {}
     return t
 
 
@@ -104,7 +102,7 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
     rows = []
     noise = []
     full_pred = latency_tables.Predictor(table, gm, x)(None)
-    before = one_probe(table)
+    before = penalty_only(table)
     full_engine = target.build(model, x)
     for multiple, count in ((target.channel_step, n), (1, n_off)):
         space = compiler.analyze(gm, channel_step=multiple)
@@ -123,7 +121,7 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
             p = pred_fn(widths)
             stated = pred_fn.error_pct(widths)
             rows.append({"on_step": multiple > 1, "predicted_ms": p, "measured_ms": stats.median_ms,
-                         "predicted_ms_one_probe": pred_before(widths),
+                         "predicted_ms_penalty_only": pred_before(widths),
                          "stated_error_pct": float("nan") if stated is None else stated,
                          "measured_p10_ms": stats.p10_ms, "measured_p90_ms": stats.p90_ms,
                          "unpruned_measured_ms": ref, "predicted_ratio": p / full_pred,
@@ -146,7 +144,7 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
                              arr(on, "stated_error_pct")),
         "off_step": summarise(arr(off, "predicted_ms"), arr(off, "measured_ms"), arr(off, "macs"),
                               arr(off, "stated_error_pct")) if off else None,
-        "off_step_one_probe": summarise(arr(off, "predicted_ms_one_probe"), arr(off, "measured_ms"),
+        "off_step_penalty_only": summarise(arr(off, "predicted_ms_penalty_only"), arr(off, "measured_ms"),
                                         arr(off, "macs")) if off else None,
         "on_step_relative": summarise(arr(on, "predicted_ratio"), arr(on, "measured_ratio"), arr(on, "macs")),
         "off_step_relative": summarise(arr(off, "predicted_ratio"), arr(off, "measured_ratio"), arr(off, "macs"))
@@ -163,7 +161,7 @@ def pooled(cases: list[dict]) -> dict:
     """Every variant of every case together, on-step and off-step apart."""
     out = {}
     for name, on_step, key in (("on_step", True, "predicted_ms"), ("off_step", False, "predicted_ms"),
-                               ("off_step_one_probe", False, "predicted_ms_one_probe")):
+                               ("off_step_penalty_only", False, "predicted_ms_penalty_only")):
         rows = [r for c in cases for r in c["variants"] if r["on_step"] == on_step]
         if rows:
             def col(k: str) -> np.ndarray:
