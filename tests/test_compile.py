@@ -180,7 +180,10 @@ def test_exit_codes_from_real_bad_inputs(case, npz, table, tmp_path) -> None:
 
 def test_sigint_mid_search_leaves_nothing_and_the_rerun_resumes(npz, table, tmp_path) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = compile_args(npz, table, out, "--cache-dir", str(cache), "--budget", "0.6x")
+    # what is checked is the interrupt and the resume, not the budget: a wide tolerance (the last
+    # --tolerance wins) keeps a burst of host load during verification (CI once measured a
+    # 0.156 ms budget's engine at 0.189 ms) from failing it
+    args = compile_args(npz, table, out, "--cache-dir", str(cache), "--budget", "0.6x", "--tolerance", "0.5")
     args[args.index("--evaluations") + 1] = "30"
     proc = latprune_async(*args)
     scores = cache / "scores"
