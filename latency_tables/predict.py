@@ -65,8 +65,11 @@ class Predictor:
     def priced(self, widths: Widths | None = None) -> list[tuple[float, bool]]:
         """Per-use (block latency in ms, whether on the engine's fallback kernels) at these
         widths, in graph order."""
+        return self._priced(self._values(widths))
+
+    def _priced(self, counts: list[list[int]]) -> list[tuple[float, bool]]:
         out = []
-        for (fn, _, _), values in zip(self._look, self._values(widths)):
+        for (fn, _, _), values in zip(self._look, counts):
             try:
                 out.append(fn.price(values))
             except ValueError as exc:
@@ -86,8 +89,9 @@ class Predictor:
         does not. A block on the fallback kernels has no reorders and is measured to cost in
         the graph what it costs alone (MobileNetV2 at 96 px, 35 plain convs: 1.67 ms in the
         graph, 1.69 ms alone), so it enters the prediction as it is."""
-        mb = sum(u.weights(v) for u, v in zip(self.uses, self._values(widths))) * 4 / 2**20
-        priced = self.priced(widths)
+        counts = self._values(widths)  # once: this runs for every candidate of a search
+        mb = sum(u.weights(v) for u, v in zip(self.uses, counts)) * 4 / 2**20
+        priced = self._priced(counts)
         return np.array([sum(ms for ms, slow in priced if not slow), mb, 1.0,
                          sum(ms for ms, slow in priced if slow)])
 

@@ -295,9 +295,11 @@ def fit_fallback(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> tuple[float,
         k = keep & used
         return float(np.median(ratio[k])) if k.sum() >= 2 else 1.0
 
-    scale = solve(np.ones(len(y), dtype=bool)) if used.sum() >= 3 else 1.0
-    loo = np.array([abs(base[i] + (solve(np.arange(len(y)) != i) if used.sum() >= 3 else 1.0) * slow[i] - y[i])
-                    / y[i] * 100 for i in range(len(y))])
+    if used.sum() < 3:
+        return 1.0, np.abs(base + slow - y) / y * 100
+    scale = solve(np.ones(len(y), dtype=bool))
+    loo = np.array([abs(base[i] + solve(np.arange(len(y)) != i) * slow[i] - y[i]) / y[i] * 100
+                    for i in range(len(y))])
     return scale, loo
 
 
