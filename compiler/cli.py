@@ -249,7 +249,8 @@ def _measured(v: dict[str, Any]) -> str:
         return "not measured (--no-verify)"
     if "not_timed" in v:
         return f"not measured (emulated device); outputs {'match' if v['outputs_match'] else 'differ'}"
-    return f"measured {v['measured_ms']:.4g} ms"
+    share = f" ({v['measured_share']:.3g}x the unpruned engine timed beside it)" if "measured_share" in v else ""
+    return f"measured {v['measured_ms']:.4g} ms{share}"
 
 
 def summary(rep: dict[str, Any], out: Path) -> str:

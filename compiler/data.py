@@ -1,5 +1,6 @@
 """Real data for the reference models: Fashion-MNIST from Debian's `dataset-fashion-mnist`
-(gzipped IDX files; 60k train / 10k test, 28x28 grey, 10 classes)."""
+(gzipped IDX files; 60k train / 10k test, 28x28 grey, 10 classes), and what a labelled batch
+is for every pass that scores or trains."""
 from __future__ import annotations
 
 import gzip
@@ -14,6 +15,11 @@ from .core.errors import BadInputError
 FASHION_MNIST = Path(os.environ.get("LATPRUNE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def labelled(batch: object) -> bool:
+    """Whether a batch is an (input, label) pair of tensors, as scoring and training need."""
+    return isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)
 
 
 def read_idx(path: Path) -> np.ndarray:

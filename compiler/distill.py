@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .core.errors import BadInputError
+from .data import labelled
 from .dataspec import Batch
 
 
@@ -45,7 +46,7 @@ def sgd_fit(model: nn.Module, train: list[Batch], epochs: float, loss: Callable[
     g = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(int(epochs) + 1)])[:steps]
     for i in tqdm(order.tolist(), desc=desc, disable=not progress, leave=False):
-        if not (isinstance(train[i], (tuple, list)) and len(train[i]) == 2):
+        if not labelled(train[i]):
             raise BadInputError(f"{desc} needs labelled (input, label) training batches")
         opt.zero_grad(set_to_none=True)
         loss(model, *train[i]).backward()

@@ -31,6 +31,7 @@ from .core.errors import BadInputError
 from .core.importance import select
 from .core.rewrite import apply
 from .core.space import PruningSpace, Widths
+from .data import labelled
 from .pruningnet import PruningNet
 
 CACHE_SCHEMA = "latprune.scores/2"
@@ -60,7 +61,7 @@ def top1(data: Iterable[Any], max_batches: int | None = None, max_images: int | 
     if max_images is not None:
         batches = _first_images(batches, max_images)
     for b in batches:
-        if not (isinstance(b, (tuple, list)) and len(b) == 2 and all(isinstance(t, torch.Tensor) for t in b)):
+        if not labelled(b):
             raise BadInputError("evaluation data must yield (input, label) tensor pairs")
         if not torch.isfinite(b[0]).all():
             raise BadInputError("evaluation data contains NaN or infinite inputs")

@@ -33,7 +33,7 @@ from filelock import FileLock, Timeout
 import latency_tables
 from latency_tables import LatencyTable
 from latency_tables.profile import MODEL_TIMING
-from targets import Artifact, Target, settled
+from targets import Artifact, Target, beside, settled
 
 from .core.adabn import adabn
 from .core.api import keep_mask, repaired, rewrite
@@ -330,6 +330,19 @@ class BuildContext:
     native_space: PruningSpace | None = None  # with resolutions: the native graph's space
     repaired: tuple[Widths, fx.GraphModule, list[dict[str, Any]] | None] | None = None  # a refit done while choosing
     refit_choice: list[dict[str, Any]] = field(default_factory=list)  # the candidates refitted to choose, if any
+    unpruned: Artifact | None = None  # for a budget such as 0.5x: the unpruned model's engine, timed beside ours
+
+    def share(self) -> tuple[Artifact, float] | None:
+        """For a budget relative to the unpruned model: that model's engine, built once per
+        target, and the budget's share, so that confirm and verify time it beside each engine
+        and judge the ratio (README, Budgets). None for a budget in ms, and on targets that
+        tune per model (TVM), whose unpruned engine would need its own tuning run; those judge
+        the engine's time against the budget in ms."""
+        if not self.spec.relative or hasattr(self.target, "prepare"):
+            return None
+        if self.unpruned is None:
+            self.unpruned = self.target.build(self.lowered, self.inputs)
+        return self.unpruned, self.spec.value
 
     def calibration(self) -> list[Any]:
         """The first adabn_batches training batches: importance, search, steps and refit share them."""
@@ -482,7 +495,7 @@ def _table_pass(ctx: BuildContext) -> None:
     o = ctx.options
     ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed, ctx.steps = None, None, None, [], []
     ctx.gm, ctx.goal, ctx.full_ms, ctx.native_predictor, ctx.resolution = ctx.lowered, ctx.spec, None, None, None
-    ctx.native_space, ctx.repaired, ctx.refit_choice = None, None, []
+    ctx.native_space, ctx.repaired, ctx.refit_choice, ctx.unpruned = None, None, [], None
     ctx.table, ctx.table_path = _table_for(ctx.model, ctx.inputs, ctx.target, ctx.cache, ctx.table_given, o.force,
                                            o.shipped_tables, o.progress, ctx.resolutions)
 
@@ -698,20 +711,25 @@ def _confirm_pass(ctx: BuildContext) -> None:
     o, tgt, best = ctx.options, ctx.target, ctx.result.best
     if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
         return
-    limit = best.budget_ms * (1 + o.tolerance)
+    unpruned = ctx.share()
+    limit = (best.budget_ms if unpruned is None else unpruned[1]) * (1 + o.tolerance)
     pool = sorted(ctx.result.ranked(), key=lambda c: c.widths != best.widths)[:o.confirm]  # the pick first
-    tried: list[tuple[Candidate, fx.GraphModule, list[float]]] = []
+    tried: list[tuple[Candidate, fx.GraphModule, list[float], list[float]]] = []  # (.., medians, judged values)
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
         engine = tgt.build(pruned, ctx.inputs)
-        stats, medians = settled(lambda: tgt.measure(engine, MODEL_TIMING), limit)
-        tried.append((c, pruned, medians))
-        if stats.median_ms <= limit:
+        if unpruned is None:
+            _, taken = settled(lambda: tgt.measure(engine, MODEL_TIMING), limit)
+            tried.append((c, pruned, [s.median_ms for s in taken], [s.median_ms for s in taken]))
+        else:
+            _, pairs = settled(beside(tgt, engine, unpruned[0], MODEL_TIMING), limit, value=lambda b: b.ratio)
+            tried.append((c, pruned, [b.engine.median_ms for b in pairs], [b.ratio for b in pairs]))
+        if min(tried[-1][3]) <= limit:
             break
-    chosen, ctx.pruned, _ = tried[-1] if min(tried[-1][2]) <= limit else min(tried, key=lambda t: min(t[2]))
+    chosen, ctx.pruned, _, _ = tried[-1] if min(tried[-1][3]) <= limit else min(tried, key=lambda t: min(t[3]))
     ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.full_score)
     ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": min(m), "medians_ms": m, "score": c.full_score,
-                      "kept": c is chosen} for c, _, m in tried]
+                      **({} if unpruned is None else {"shares": v}), "kept": c is chosen} for c, _, m, v in tried]
 
 
 def _rewrite_pass(ctx: BuildContext) -> None:
@@ -781,7 +799,7 @@ def _verify_pass(ctx: BuildContext) -> None:
         untimed = None if ctx.target.can_measure else "the device is emulated: latency there says nothing about " \
             "a real board, so only the outputs were checked"
         ctx.verification = verify(ctx.pruned, ctx.inputs, ctx.target, ctx.artifact, best.budget_ms, best.latency_ms,
-                                  ctx.options.tolerance, MODEL_TIMING, untimed)
+                                  ctx.options.tolerance, MODEL_TIMING, untimed, None if untimed else ctx.share())
         ctx.failures += _failures(ctx.target.name, ctx.verification)
     else:
         ctx.verification = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,
@@ -869,7 +887,11 @@ def _status(ctx: BuildContext, report: dict[str, Any]) -> str:
 
 def _failures(name: str, check: dict[str, Any]) -> list[str]:
     out = []
-    if check["within_budget"] is False:
+    if check["within_budget"] is False and "budget_share" in check:
+        out.append(f"{name}: measured {check['measured_share']:.3g}x the unpruned engine timed beside it "
+                   f"({check['measured_ms']:.4g} vs {check['unpruned_measured_ms']:.4g} ms), over the budget "
+                   f"{check['budget_share']:g}x (+{check['tolerance']:.0%} for noise)")
+    elif check["within_budget"] is False:
         out.append(f"{name}: measured {check['measured_ms']:.4g} ms is over the budget {check['budget_ms']:.4g} ms "
                    f"(+{check['tolerance']:.0%} for noise)")
     if not check["outputs_match"]:

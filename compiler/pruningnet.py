@@ -36,6 +36,7 @@ from .core.importance import select
 from .core.rewrite import apply
 from .core.rules.base import set_tensor
 from .core.space import PruningSpace, Widths
+from .data import labelled
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 HIDDEN = 32  # MetaPruning's meta blocks: 32 hidden units per layer
@@ -64,10 +65,9 @@ class PruningNet(nn.Module):
         """The network encoding vector: each prunable group's kept share of its channels."""
         return torch.tensor([widths[g.id] / g.size for g in self.groups], dtype=torch.float32)
 
-    def structure(self, widths: Widths) -> tuple[fx.GraphModule, dict[str, torch.Tensor]]:
-        """The pruned graph for `widths` and, per parameter it keeps, the flat indices into the
-        unpruned parameters that its elements come from."""
-        resolved = self.space.resolve(widths)
+    def structure(self, resolved: Widths) -> tuple[fx.GraphModule, dict[str, torch.Tensor]]:
+        """The pruned graph for `resolved` widths (PruningSpace.resolve) and, per parameter it
+        keeps, the flat indices into the unpruned parameters that its elements come from."""
         pruned = apply(self._probe, self.space, select(self.space, resolved, self.unit_scores))
         index = {}
         for name, p in pruned.named_parameters():
@@ -94,10 +94,11 @@ class PruningNet(nn.Module):
     def model(self, widths: Widths) -> fx.GraphModule:
         """The pruned model for `widths` with generated weights (BN statistics still to be
         recalibrated: call AdaBN before scoring it)."""
-        pruned, index = self.structure(widths)
+        resolved = self.space.resolve(widths)
+        pruned, index = self.structure(resolved)
         shapes = {n: p.shape for n, p in pruned.named_parameters()}
         with torch.no_grad():
-            params = self.generated(self.space.resolve(widths), index, shapes)
+            params = self.generated(resolved, index, shapes)
         for name, value in params.items():
             owner, _, leaf = name.rpartition(".")
             set_tensor(pruned.get_submodule(owner), leaf, value.clone())
@@ -109,10 +110,9 @@ class PruningNet(nn.Module):
         group's channels drawn in [low, high]); returns the losses."""
         if steps < 1 or not batches:
             raise BadInputError("PruningNet training needs at least one step and one training batch")
-        for b in batches:
-            if not (isinstance(b, (tuple, list)) and len(b) == 2 and all(isinstance(t, torch.Tensor) for t in b)):
-                raise BadInputError("PruningNet trains on labelled batches: give training data as (input, label) "
-                                    "tensor pairs, or score with sliced weights")
+        if not all(labelled(b) for b in batches):
+            raise BadInputError("PruningNet trains on labelled batches: give training data as (input, label) "
+                                "tensor pairs, or score with sliced weights")
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
@@ -121,7 +121,7 @@ class PruningNet(nn.Module):
         self.train()
         for step in range(steps):
             widths = self.space.resolve(self.space.random_widths(rng, low, high))
-            pruned, index = self.structure(widths)
+            pruned, index = self.structure(widths)  # resolved above
             pruned.train()
             shapes = {n: p.shape for n, p in pruned.named_parameters()}
             x, y = batches[step % len(batches)]

@@ -88,7 +88,9 @@ def render(report: dict[str, Any]) -> str:
     for name, t in report["targets"].items():
         v, acc = t["verify"], t["accuracy"]
         measured = v.get("skipped") or v.get("not_timed") or \
-            f"{v['measured_ms']:.4g} ms (p10-p90 {v['measured_p10_ms']:.4g}-{v['measured_p90_ms']:.4g})"
+            f"{v['measured_ms']:.4g} ms (p10-p90 {v['measured_p10_ms']:.4g}-{v['measured_p90_ms']:.4g})" + \
+            (f"; {v['measured_share']:.3g}x the unpruned engine, {v['unpruned_measured_ms']:.4g} ms beside it"
+             if "measured_share" in v else "")
         rows = [("budget", f"{t['budget']} = {t['budget_ms']:.4g} ms"),
                 ("predicted / measured", f"{t['predicted_ms']:.4g} ms / {measured}"),
                 ("unpruned (predicted)", f"{t['full_ms']:.4g} ms"),

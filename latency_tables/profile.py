@@ -102,8 +102,8 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
         if out is not None and todo:
             table.save(out)
 
-    n_var = _correct(table, model, inputs, gm, space, target, (variants, off_step_variants), seed, model_timing,
-                     name, progress)
+    n_var = _correct(table, model, inputs, gm, space, target, fallback is not None, (variants, off_step_variants),
+                     seed, model_timing, name, progress)
     if out is not None:
         table.save(out)
         table = load(out)
@@ -132,8 +132,9 @@ def _entry_for(table: LatencyTable, key: str, block: Block, step: int, points: i
         entry = table.entries[key] = Entry(block.vars, grid, step)
     elif any(g[-1] > e[-1] or g[0] < e[0] for g, e in zip(grid, entry.grid)):
         entry.grid = [sorted(set(a) | set(b)) for a, b in zip(entry.grid, grid)]  # a wider range is needed
-        if entry.slow_grid:
-            entry.slow_grid = _coarse(entry.grid, block.channel_step)
+        if entry.slow_grid:  # widened the same way: every fallback point measured so far stays on it
+            entry.slow_grid = [sorted(set(a) | set(b))
+                               for a, b in zip(entry.slow_grid, _coarse(entry.grid, block.channel_step))]
     return entry
 
 
@@ -195,8 +196,8 @@ def _overhead(target: Target, timing: Timing) -> float:
 
 
 def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], gm: Any,
-             space: Any, target: Target, counts: tuple[int, int], seed: int, timing: Timing, name: str | None,
-             progress: bool) -> int:
+             space: Any, target: Target, has_fallback: bool, counts: tuple[int, int], seed: int, timing: Timing,
+             name: str | None, progress: bool) -> int:
     """Fit measured ~ scale * sum(blocks) [+ weights] [+ offset] on the full model, random
     on-step variants and the smallest reachable model, each measured next to the unpruned model
     so that machine drift cancels; then measure off-step variants (any channel counts) the same
@@ -212,7 +213,7 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
     off_space = analyze(gm, channel_step=1)
     off_plans = [off_space.random_widths(rng, 0.25, 1.0) for _ in range(counts[1])]
     off = Predictor(table, gm, inputs, space=off_space) if off_plans else None
-    if target.fallback() is not None:  # measured before fallback grids: priced otherwise, so measure again
+    if has_fallback:  # measured before fallback grids: priced otherwise, so measure again
         record["off_step"] = [v for v in record.get("off_step", []) if len(v["features"]) == 4]
     runs = [(record["variants"], on, plans), (record.setdefault("off_step", []), off, off_plans)]
     todo = [(done, pred, w) for done, pred, ws in runs for w in ws[len(done):]]

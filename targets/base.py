@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -105,17 +105,38 @@ def time_cuda(launch: Callable[[], Any], stream: Any, timing: Timing = Timing())
     return adaptive(one_round, timing)
 
 
-def settled(measure: Callable[[], LatencyStats], limit_ms: float, attempts: int = 3) -> tuple[LatencyStats, list[float]]:
-    """A latency judged against `limit_ms`. Interference on a shared host (another process, a
-    frequency dip) only adds time, so a measurement over the limit is taken again, up to
-    `attempts` in all, and the fastest median stands; returns it and every median taken."""
-    best = measure()
-    medians = [best.median_ms]
-    while best.median_ms > limit_ms and len(medians) < attempts:
-        stats = measure()
-        medians.append(stats.median_ms)
-        best = min(best, stats, key=lambda s: s.median_ms)
-    return best, medians
+M = TypeVar("M")
+
+
+def settled(measure: Callable[[], M], limit: float, attempts: int = 3,
+            value: Callable[[M], float] = lambda s: s.median_ms) -> tuple[M, list[M]]:
+    """A measurement judged against `limit` by its `value` (default: its median in ms).
+    Interference on a shared host (another process, a frequency dip) only adds time, so a
+    measurement over the limit is taken again, up to `attempts` in all, and the one of least
+    value stands; returns it and every measurement taken."""
+    taken = [measure()]
+    while min(map(value, taken)) > limit and len(taken) < attempts:
+        taken.append(measure())
+    return min(taken, key=value), taken
+
+
+@dataclass(frozen=True)
+class Beside:
+    """An engine timed right after a reference engine on the same device: host drift over
+    minutes (noisy neighbours on a shared machine moved whole timings by 20-40% here) moves
+    both, so their ratio holds where either time alone does not."""
+
+    engine: LatencyStats
+    reference: LatencyStats
+
+    @property
+    def ratio(self) -> float:
+        return self.engine.median_ms / self.reference.median_ms
+
+
+def beside(target: Target, engine: Artifact, reference: Artifact, timing: Timing) -> Callable[[], Beside]:
+    """A measure for `settled`: the reference, then the engine."""
+    return lambda: Beside(reference=target.measure(reference, timing), engine=target.measure(engine, timing))
 
 
 def time_calls(call: Callable[[], Any], timing: Timing = Timing(),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 import latency_tables
 from latency_tables.grid import bracket, grid_values, off_step_probes, on_step
 from latency_tables.predict import corrected
-from latency_tables.profile import fit_correction, fit_fallback
+from latency_tables.profile import _entry_for, fit_correction, fit_fallback
 from latency_tables.table import Entry, LatencyTable, TableError
 
 FP = {"target": "onnxruntime-cpu", "device": "cpu-x", "threads": 1, "onnxruntime": "1.0", "precision": "fp32"}
@@ -106,6 +107,22 @@ def test_counts_on_the_fallback_kernels_are_priced_on_the_fallback_grid() -> Non
     assert "fast" not in entry_from(engine, grid).to_dict()  # tables without probes are written as before
     e.slow.pop((64,))
     assert e.missing() == [(64,)]  # an unfinished fallback grid is resumed like the main one
+
+
+def test_a_wider_grid_keeps_every_fallback_point_measured_so_far() -> None:
+    """A model that reaches more channels than the one a block was profiled for widens the
+    block's grid; its fallback grid widens the same way, so no measured fallback point falls
+    off it (unused, yet kept in the file) and the new range is covered."""
+    t = LatencyTable(dict(FP), {"blocks": {}}, 16, 0.001)
+    small = SimpleNamespace(vars=("c",), least=(16,), full=(128,), channel_step=(1,), exact=(frozenset(),))
+    e = _entry_for(t, "k", small, 16, 4)
+    e.fast, e.slow_grid = [[16]], [[15, 47, 127]]
+    e.slow = {(v,): [0.01 * v] * 3 + [10] for v in e.slow_grid[0]}
+    wide = SimpleNamespace(vars=("c",), least=(16,), full=(256,), channel_step=(1,), exact=(frozenset(),))
+    e = _entry_for(t, "k", wide, 16, 4)
+    assert e.grid[0][-1] == 256 and e.slow_grid[0][-1] == 255
+    assert set(e.slow) <= set(e.slow_points())
+    assert len(e.slow_points()) > len(e.slow)  # the new range is still to be measured
 
 
 def test_overhead_is_subtracted_and_clamped() -> None:

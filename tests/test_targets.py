@@ -109,12 +109,40 @@ def test_a_time_over_the_limit_is_taken_again_and_the_fastest_stands() -> None:
         it = iter(medians)
         return lambda: targets.LatencyStats(next(it), 0.0, 0.0, 0.0, 10)
 
-    best, medians = targets.settled(measurements(1.0, 9.9), limit_ms=2.0)
-    assert medians == [1.0] and best.median_ms == 1.0  # within the limit: measured once
-    best, medians = targets.settled(measurements(3.0, 1.5, 9.9), limit_ms=2.0)
-    assert medians == [3.0, 1.5] and best.median_ms == 1.5  # a transient: the retake stands
-    best, medians = targets.settled(measurements(3.0, 4.0, 2.5, 9.9), limit_ms=2.0)
-    assert medians == [3.0, 4.0, 2.5] and best.median_ms == 2.5  # over every time: 3 takes, the fastest
+    def medians(taken):
+        return [s.median_ms for s in taken]
+
+    best, taken = targets.settled(measurements(1.0, 9.9), limit=2.0)
+    assert medians(taken) == [1.0] and best.median_ms == 1.0  # within the limit: measured once
+    best, taken = targets.settled(measurements(3.0, 1.5, 9.9), limit=2.0)
+    assert medians(taken) == [3.0, 1.5] and best.median_ms == 1.5  # a transient: the retake stands
+    best, taken = targets.settled(measurements(3.0, 4.0, 2.5, 9.9), limit=2.0)
+    assert medians(taken) == [3.0, 4.0, 2.5] and best.median_ms == 2.5  # over every time: 3 takes, the fastest
+
+
+def test_a_ratio_to_a_reference_timed_beside_is_judged_by_the_ratio() -> None:
+    """A host that slows down by half between takes moves engine and reference together: a
+    ratio budget judges the ratio, which holds, where the engine's time alone would not."""
+    class Host:
+        def __init__(self) -> None:
+            self.load = iter([1.0, 1.0, 1.5, 1.5, 1.5, 1.5])
+
+        def measure(self, artifact: str, timing: Timing) -> targets.LatencyStats:
+            ms = {"engine": 1.0, "reference": 2.0}[artifact] * next(self.load)
+            return targets.LatencyStats(ms, ms, ms, 0.0, 10)
+
+    best, taken = targets.settled(targets.beside(Host(), "engine", "reference", Timing()), limit=0.51,
+                                  value=lambda b: b.ratio)
+    assert len(taken) == 1 and best.ratio == pytest.approx(0.5) and best.reference.median_ms == 2.0
+    host = Host()
+    next(host.load), next(host.load)  # slowed before the first take
+    best, taken = targets.settled(targets.beside(host, "engine", "reference", Timing()), limit=0.51,
+                                  value=lambda b: b.ratio)
+    assert len(taken) == 1 and best.engine.median_ms == 1.5 and best.ratio == pytest.approx(0.5)
+    slower = [targets.Beside(targets.LatencyStats(m, m, m, 0.0, 10), targets.LatencyStats(2.0, 2.0, 2.0, 0.0, 10))
+              for m in (1.2, 1.1, 1.3)]
+    best, taken = targets.settled(iter(slower).__next__, limit=0.51, value=lambda b: b.ratio)
+    assert len(taken) == 3 and best.ratio == pytest.approx(0.55)  # over every time: the least ratio stands
 
 
 def free_port() -> int:
