@@ -36,6 +36,9 @@ from .pruningnet import PruningNet
 
 CACHE_SCHEMA = "latprune.scores/2"
 SAVE_EVERY = 4
+# images per forward when scoring: at 28x28, 256-image batches ran 1.3x (ResNet-20) and 2.3x
+# (MobileNetV2-small) slower than 64-image ones on one core (activations outgrow the cache)
+EVAL_CHUNK = 64
 EvalFn = Callable[[nn.Module], float]
 
 
@@ -65,7 +68,7 @@ def top1(data: Iterable[Any], max_batches: int | None = None, max_images: int | 
             raise BadInputError("evaluation data must yield (input, label) tensor pairs")
         if not torch.isfinite(b[0]).all():
             raise BadInputError("evaluation data contains NaN or infinite inputs")
-    return Top1(batches)
+    return Top1([(x[i:i + EVAL_CHUNK], y[i:i + EVAL_CHUNK]) for x, y in batches for i in range(0, len(y), EVAL_CHUNK)])
 
 
 class Top1:
@@ -147,6 +150,8 @@ def score(job: Job, widths: Widths, screened: bool) -> tuple[float, Seconds]:
     t0 = time.perf_counter()
     model = job.pruningnet.model(widths) if job.pruningnet is not None else \
         apply(job.gm, job.space, select(job.space, widths, job.unit_scores))
+    if all(p.dim() != 5 for p in model.parameters()):  # 3-D convs have no channels_last
+        model = model.to(memory_format=torch.channels_last)  # CPU convs: AdaBN 1.3-1.8x, eval 1.1-1.3x faster
     t1 = time.perf_counter()
     adabn(model, job.calib, max_batches=batches)
     t2 = time.perf_counter()

@@ -537,8 +537,10 @@ def _searched(ctx: BuildContext, budget: Budget, search: SearchOptions, scores_f
         predictor = _AsNative(ctx.native_predictor, ctx.space) if ctx.native_predictor is not None else \
             ctx.table.predictor(ctx.gm, ctx.inputs, ctx.target.fingerprint(), ctx.options.force, space=ctx.space)
     calib = ctx.calibration()
-    net = next((n for g, s, n in ctx.pruningnets if g is ctx.gm and s is ctx.space), False)
-    if net is False:
+    trained = [n for g, s, n in ctx.pruningnets if g is ctx.gm and s is ctx.space]  # None: sliced weights
+    if trained:
+        net = trained[0]
+    else:
         net = search.pruningnet(ctx.gm, ctx.space, ctx.unit_scores, ctx.data.train)
         ctx.pruningnets.append((ctx.gm, ctx.space, net))
     evaluator = Evaluator(ctx.gm, ctx.space, ctx.unit_scores, calib, ctx.metric, ctx.cache / "scores" / scores_file,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,6 +177,33 @@ def test_held_out_batches_are_scored_by_top1() -> None:
     with pytest.raises(compiler.BadInputError, match="pairs"):
         compiler.search(model(), X, TABLE, CALIB, [torch.zeros(2)], budgets=["0.9x"], max_evaluations=1,
                         progress=False)
+
+
+def test_scoring_in_chunks_and_channels_last_counts_what_one_plain_forward_counts() -> None:
+    """Scoring's speed-ups (64-image forwards, channels_last weights) change no count: a
+    150-image batch is scored in three chunks and gives the hits of one NCHW forward, and a
+    candidate scored by the evaluator's path gets what the same sliced model scores plainly."""
+    from compiler.core import analyze, lower
+    from compiler.core.adabn import adabn
+    from compiler.core.importance import select
+    from compiler.core.rewrite import apply
+    from compiler.evaluate import EVAL_CHUNK, Job, score, top1
+
+    torch.manual_seed(0)
+    net = model().eval()
+    x = torch.randn(150, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    y[::3] = (y[::3] + 1) % 10  # a third wrong
+    metric = top1([(x, y)])
+    assert len(metric.batches) == -(-150 // EVAL_CHUNK) and metric(net) == pytest.approx(100 / 150)
+    gm = lower(net, (X,))
+    space = analyze(gm, channel_step=16)
+    widths = space.floor_widths()
+    scores = np.random.default_rng(0).random(space.total_units)
+    plain = adabn(apply(gm, space, select(space, space.resolve(widths), scores)), CALIB)
+    value, _ = score(Job(gm, space, scores, CALIB, metric, None), space.resolve(widths), screened=False)
+    assert value == metric(plain)
 
 
 def test_the_safety_margin_keeps_predictions_under_the_budget_by_the_tables_own_error() -> None:

@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--val-batch", type=int, default=500,
                     help="held-out images per batch (a compile scores in batches of --batch-size, 64)")
+    ap.add_argument("--settings", default="before,screened,workers,screened+workers",
+                    help="which of the four to run (before is always the ratios' base)")
     ap.add_argument("--out", type=Path, default=Path("build/bench_throughput.json"))
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
@@ -54,6 +56,7 @@ def main() -> None:
     val = batches(xval, yval, 2000, args.val_batch)
     settings = {"before": (0, 1), "screened": (256, 1), "workers": (0, args.workers),
                 "screened+workers": (256, args.workers)}
+    settings = {k: v for k, v in settings.items() if k in args.settings.split(",")}
     runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in settings} for m in args.models.split(",")}
     t0 = time.perf_counter()
     for rep in range(args.reps):
@@ -73,7 +76,7 @@ def main() -> None:
                       f"pick {res.best.score:.4f}", file=sys.stderr, flush=True)
     summary = {}
     for name, by in runs.items():
-        base = float(np.median([r["candidates_per_minute"] for r in by["before"]]))
+        base = float(np.median([r["candidates_per_minute"] for r in by["before"]])) if by.get("before") else float("nan")
         summary[name] = {s: {"median_cand_per_min": float(np.median(v := [r["candidates_per_minute"] for r in rows])),
                              "min": min(v), "max": max(v), "x_before": round(float(np.median(v)) / base, 2)}
                          for s, rows in by.items()}
