@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from targets import Artifact, Target, Timing, beside, settled
+from targets import Artifact, Target, Timing, settle
 
 from .core.errors import ArtifactError
 from .core.export import export_onnx
@@ -73,15 +73,13 @@ def verify(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Tar
              "output_rtol": rtol, "outputs_match": err <= rtol and len(outs) == len(refs)}
     if untimed:
         return {**check, "not_timed": untimed, "within_budget": None}
-    if unpruned is None:
-        stats, taken = settled(lambda: target.measure(artifact, timing), budget_ms * (1 + tolerance))
-        judged = {"within_budget": stats.median_ms <= budget_ms * (1 + tolerance)}
-    else:
-        reference, share = unpruned
-        pair, pairs = settled(beside(target, artifact, reference, timing), share * (1 + tolerance), value=lambda b: b.ratio)
-        stats, taken = pair.engine, [b.engine for b in pairs]
-        judged = {"budget_share": share, "measured_share": pair.ratio, "shares": [b.ratio for b in pairs],
-                  "unpruned_measured_ms": pair.reference.median_ms, "within_budget": pair.ratio <= share * (1 + tolerance)}
+    reference, share = unpruned if unpruned is not None else (None, None)
+    limit = (budget_ms if share is None else share) * (1 + tolerance)
+    kept, taken = settle(target, artifact, limit, timing, reference)
+    stats, judged = kept.engine, {"within_budget": kept.value <= limit}
+    if kept.reference is not None:
+        judged |= {"budget_share": share, "measured_share": kept.value, "shares": [t.value for t in taken],
+                   "unpruned_measured_ms": kept.reference.median_ms}
     return {**check, "measured_ms": stats.median_ms, "measured_p10_ms": stats.p10_ms, "measured_p90_ms": stats.p90_ms,
-            "medians_ms": [s.median_ms for s in taken], "runs": stats.runs,
+            "medians_ms": [t.engine.median_ms for t in taken], "runs": stats.runs,
             "prediction_error_pct": (predicted_ms - stats.median_ms) / stats.median_ms * 100, **judged}

@@ -33,7 +33,7 @@ from filelock import FileLock, Timeout
 import latency_tables
 from latency_tables import LatencyTable
 from latency_tables.profile import MODEL_TIMING
-from targets import Artifact, Target, beside, settled
+from targets import Artifact, Take, Target, settle
 
 from .core.adabn import adabn
 from .core.api import keep_mask, repaired, rewrite
@@ -716,22 +716,20 @@ def _confirm_pass(ctx: BuildContext) -> None:
     unpruned = ctx.share()
     limit = (best.budget_ms if unpruned is None else unpruned[1]) * (1 + o.tolerance)
     pool = sorted(ctx.result.ranked(), key=lambda c: c.widths != best.widths)[:o.confirm]  # the pick first
-    tried: list[tuple[Candidate, fx.GraphModule, list[float], list[float]]] = []  # (.., medians, judged values)
+    tried: list[tuple[Candidate, fx.GraphModule, Take, list[Take]]] = []  # (.., the take that stands, every take)
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
-        engine = tgt.build(pruned, ctx.inputs)
-        if unpruned is None:
-            _, taken = settled(lambda: tgt.measure(engine, MODEL_TIMING), limit)
-            tried.append((c, pruned, [s.median_ms for s in taken], [s.median_ms for s in taken]))
-        else:
-            _, pairs = settled(beside(tgt, engine, unpruned[0], MODEL_TIMING), limit, value=lambda b: b.ratio)
-            tried.append((c, pruned, [b.engine.median_ms for b in pairs], [b.ratio for b in pairs]))
-        if min(tried[-1][3]) <= limit:
+        kept, taken = settle(tgt, tgt.build(pruned, ctx.inputs), limit, MODEL_TIMING,
+                             None if unpruned is None else unpruned[0])
+        tried.append((c, pruned, kept, taken))
+        if kept.value <= limit:
             break
-    chosen, ctx.pruned, _, _ = tried[-1] if min(tried[-1][3]) <= limit else min(tried, key=lambda t: min(t[3]))
+    chosen, ctx.pruned, _, _ = tried[-1] if tried[-1][2].value <= limit else min(tried, key=lambda t: t[2].value)
     ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.full_score)
-    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": min(m), "medians_ms": m, "score": c.full_score,
-                      **({} if unpruned is None else {"shares": v}), "kept": c is chosen} for c, _, m, v in tried]
+    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": kept.engine.median_ms,
+                      "medians_ms": [t.engine.median_ms for t in taken], "score": c.full_score,
+                      **({} if unpruned is None else {"shares": [t.value for t in taken]}), "kept": c is chosen}
+                     for c, _, kept, taken in tried]
 
 
 def _rewrite_pass(ctx: BuildContext) -> None:

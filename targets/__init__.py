@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import (Artifact, Beside, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive,
-                   beside, settled, time_calls, time_cuda)
+from .base import (Artifact, LatencyStats, Take, Target, TargetError, TargetUnavailable, Timing, adaptive, settle,
+                   settled, take, time_calls, time_cuda)
 
 _REGISTRY = {
     "onnxruntime-cpu": ("targets.onnxruntime_cpu", "OnnxRuntimeCPU"),
@@ -38,4 +38,4 @@ def get(name: str, **options: Any) -> Target:
 
 
 __all__ = ["get", "NAMES", "Target", "Artifact", "LatencyStats", "Timing", "TargetError",
-           "TargetUnavailable", "time_calls", "adaptive", "settled", "time_cuda", "Beside", "beside"]
+           "TargetUnavailable", "time_calls", "adaptive", "settled", "time_cuda", "Take", "take", "settle"]

@@ -121,22 +121,32 @@ def settled(measure: Callable[[], M], limit: float, attempts: int = 3,
 
 
 @dataclass(frozen=True)
-class Beside:
-    """An engine timed right after a reference engine on the same device: host drift over
-    minutes (noisy neighbours on a shared machine moved whole timings by 20-40% here) moves
-    both, so their ratio holds where either time alone does not."""
+class Take:
+    """One timing of an engine and, when a budget is a share of another engine's latency (0.5x
+    of the unpruned model), of that reference timed right before it: host drift over minutes
+    (neighbours on a shared machine moved whole timings by up to 68% here) moves both, so
+    their ratio holds where either time alone does not."""
 
     engine: LatencyStats
-    reference: LatencyStats
+    reference: LatencyStats | None = None
 
     @property
-    def ratio(self) -> float:
-        return self.engine.median_ms / self.reference.median_ms
+    def value(self) -> float:
+        """What a budget judges: the engine's share of the reference, or else its median in ms."""
+        return self.engine.median_ms if self.reference is None else self.engine.median_ms / self.reference.median_ms
 
 
-def beside(target: Target, engine: Artifact, reference: Artifact, timing: Timing) -> Callable[[], Beside]:
-    """A measure for `settled`: the reference, then the engine."""
-    return lambda: Beside(reference=target.measure(reference, timing), engine=target.measure(engine, timing))
+def take(target: Target, engine: Artifact, timing: Timing, reference: Artifact | None = None) -> Take:
+    """The engine timed once, right after `reference` when there is one."""
+    ref = None if reference is None else target.measure(reference, timing)
+    return Take(target.measure(engine, timing), ref)
+
+
+def settle(target: Target, engine: Artifact, limit: float, timing: Timing,
+           reference: Artifact | None = None) -> tuple[Take, list[Take]]:
+    """The engine's takes judged against `limit` (in ms, or as a share of `reference`), retaken
+    over it as `settled` does; returns the take that stands and every take."""
+    return settled(lambda: take(target, engine, timing, reference), limit, value=lambda t: t.value)
 
 
 def time_calls(call: Callable[[], Any], timing: Timing = Timing(),

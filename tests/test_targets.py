@@ -131,18 +131,25 @@ def test_a_ratio_to_a_reference_timed_beside_is_judged_by_the_ratio() -> None:
             ms = {"engine": 1.0, "reference": 2.0}[artifact] * next(self.load)
             return targets.LatencyStats(ms, ms, ms, 0.0, 10)
 
-    best, taken = targets.settled(targets.beside(Host(), "engine", "reference", Timing()), limit=0.51,
-                                  value=lambda b: b.ratio)
-    assert len(taken) == 1 and best.ratio == pytest.approx(0.5) and best.reference.median_ms == 2.0
+    best, taken = targets.settle(Host(), "engine", 0.51, Timing(), reference="reference")
+    assert len(taken) == 1 and best.value == pytest.approx(0.5) and best.reference.median_ms == 2.0
     host = Host()
     next(host.load), next(host.load)  # slowed before the first take
-    best, taken = targets.settled(targets.beside(host, "engine", "reference", Timing()), limit=0.51,
-                                  value=lambda b: b.ratio)
-    assert len(taken) == 1 and best.engine.median_ms == 1.5 and best.ratio == pytest.approx(0.5)
-    slower = [targets.Beside(targets.LatencyStats(m, m, m, 0.0, 10), targets.LatencyStats(2.0, 2.0, 2.0, 0.0, 10))
-              for m in (1.2, 1.1, 1.3)]
-    best, taken = targets.settled(iter(slower).__next__, limit=0.51, value=lambda b: b.ratio)
-    assert len(taken) == 3 and best.ratio == pytest.approx(0.55)  # over every time: the least ratio stands
+    best, taken = targets.settle(host, "engine", 0.51, Timing(), reference="reference")
+    assert len(taken) == 1 and best.engine.median_ms == 1.5 and best.value == pytest.approx(0.5)
+    best, taken = targets.settle(Host(), "engine", 1.2, Timing())  # no reference: judged in ms
+    assert best.reference is None and [t.value for t in taken] == [1.0]
+    host = Host()
+    next(host.load), next(host.load)
+    best, taken = targets.settle(host, "engine", 1.2, Timing())  # the slowed host fails it in ms: 3 takes
+    assert [t.value for t in taken] == [1.5] * 3 and best.value == 1.5
+
+    class Slower(Host):  # the engine alone slows: every take's ratio is over the limit
+        def __init__(self) -> None:
+            self.load = iter([1.0, 1.2, 1.0, 1.1, 1.0, 1.3])
+
+    best, taken = targets.settle(Slower(), "engine", 0.51, Timing(), reference="reference")
+    assert len(taken) == 3 and best.value == pytest.approx(0.55)  # over every time: the least ratio stands
 
 
 def free_port() -> int:

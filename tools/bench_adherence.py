@@ -4,9 +4,10 @@ For each model@resolution (families outside the shipped tables) and each budget 
 0.35x of the unpruned model's latency), `compiler.compile` on onnxruntime-cpu with the
 defaults a user gets (safety margin from the table's stated error, confirm pass, 3% tolerance;
 the verdict is the engine's time over the unpruned engine's, timed beside it, and each row
-also says whether its time alone met the budget in ms the search was given), from a table that already holds the model (profile it first, e.g. with
-tools/bench_latency_model.py). Models are randomly initialised torchvision ones and the data
-is Fashion-MNIST upscaled to 3 channels: only latency counts here, accuracy is chance level.
+also says whether its time alone met the budget in ms the search was given), from a table
+that already holds the model (profile it first, e.g. with tools/bench_latency_model.py).
+Models are randomly initialised torchvision ones and the data is Fashion-MNIST upscaled to 3
+channels: only latency counts here, accuracy is chance level.
 Writes JSON after every compile, atomically.
 
     .venv/bin/python tools/bench_adherence.py --table build/tables/heldout-ort.json \
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("build/bench_adherence.json"))
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
+    device = targets.get("onnxruntime-cpu", threads=1).fingerprint()
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
             for budget in args.budgets.split(","):
@@ -101,7 +103,7 @@ def main() -> None:
                            "within_budget": sum(x["within_budget"] for x in built),
                            "within_budget_ms": sum(x["within_budget_ms"] for x in built),
                            "worst_over_budget_pct": max(x["measured_over_budget_pct"] for x in built),
-                           "table": str(args.table), "target": targets.get("onnxruntime-cpu", threads=1).fingerprint()}
+                           "table": str(args.table), "target": device}
                 atomic_write_text(args.out, json.dumps({"summary": summary, "compiles": rows}, indent=1) + "\n")
 
 

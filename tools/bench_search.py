@@ -112,11 +112,9 @@ class Meter:
         self.base = target.build(model, x)
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        engine = self.target.build(model, self.x)
-        base = self.target.measure(self.base, MODEL_TIMING).median_ms
-        stats = self.target.measure(engine, MODEL_TIMING)
-        return {"measured_ms": stats.median_ms, "measured_p10_ms": stats.p10_ms, "measured_p90_ms": stats.p90_ms,
-                "unpruned_beside_ms": base, "measured_ratio": stats.median_ms / base}
+        t = targets.take(self.target, self.target.build(model, self.x), MODEL_TIMING, reference=self.base)
+        return {"measured_ms": t.engine.median_ms, "measured_p10_ms": t.engine.p10_ms,
+                "measured_p90_ms": t.engine.p90_ms, "unpruned_beside_ms": t.reference.median_ms, "measured_ratio": t.value}
 
 
 def tp_prune(model: nn.Module, x: torch.Tensor, ratio: float, global_pruning: bool, step: int) -> nn.Module:
