@@ -76,10 +76,10 @@ def verify(pruned: fx.GraphModule, inputs: tuple[torch.Tensor, ...], target: Tar
     reference, share = unpruned if unpruned is not None else (None, None)
     limit = (budget_ms if share is None else share) * (1 + tolerance)
     kept, taken = settle(target, artifact, limit, timing, reference)
-    stats, judged = kept.engine, {"within_budget": kept.value <= limit}
-    if kept.reference is not None:
+    stats, judged = kept.engine, {"engine": artifact.engine, "within_budget": kept.value <= limit}
+    if reference is not None:
         judged |= {"budget_share": share, "measured_share": kept.value, "shares": [t.value for t in taken],
-                   "unpruned_measured_ms": kept.reference.median_ms}
+                   "unpruned_measured_ms": kept.reference.median_ms, "unpruned_engine": reference.engine}
     return {**check, "measured_ms": stats.median_ms, "measured_p10_ms": stats.p10_ms, "measured_p90_ms": stats.p90_ms,
             "medians_ms": [t.engine.median_ms for t in taken], "runs": stats.runs,
             "prediction_error_pct": (predicted_ms - stats.median_ms) / stats.median_ms * 100, **judged}

@@ -330,19 +330,26 @@ class BuildContext:
     native_space: PruningSpace | None = None  # with resolutions: the native graph's space
     repaired: tuple[Widths, fx.GraphModule, list[dict[str, Any]] | None] | None = None  # a refit done while choosing
     refit_choice: list[dict[str, Any]] = field(default_factory=list)  # the candidates refitted to choose, if any
-    unpruned: Artifact | None = None  # for a budget such as 0.5x: the unpruned model's engine, timed beside ours
+    unpruned: dict[bool, Artifact] = field(default_factory=dict)  # for a budget such as 0.5x: the unpruned engine
+    scratch: tempfile.TemporaryDirectory | None = None  # outside OUT: an unpruned engine written to disk
 
-    def share(self) -> tuple[Artifact, float] | None:
-        """For a budget relative to the unpruned model: that model's engine, built once per
-        target, and the budget's share, so that confirm and verify time it beside each engine
-        and judge the ratio (README, Budgets). None for a budget in ms, and on targets that
-        tune per model (TVM), whose unpruned engine would need its own tuning run; those judge
-        the engine's time against the budget in ms."""
+    def share(self, like: Artifact) -> tuple[Artifact, float] | None:
+        """For a budget relative to the unpruned model: that model's engine, built as `like`
+        was (in memory, or written to disk as emit writes it: a PyTorch target times candidates
+        eagerly or in a CUDA graph but emits an AOTInductor package, and each is judged against
+        its own kind), once per target and kind, and the budget's share, so that confirm and
+        verify time it beside each engine and judge the ratio (README, Budgets). None for a
+        budget in ms, and on targets that tune per model (TVM), whose unpruned engine would
+        need its own tuning run; those judge the engine's time against the budget in ms."""
         if not self.spec.relative or hasattr(self.target, "prepare"):
             return None
-        if self.unpruned is None:
-            self.unpruned = self.target.build(self.lowered, self.inputs)
-        return self.unpruned, self.spec.value
+        on_disk = bool(like.files)
+        if on_disk not in self.unpruned:
+            if on_disk:
+                self.scratch = self.scratch or tempfile.TemporaryDirectory(prefix="latprune-unpruned-")
+            where = Path(self.scratch.name) / self.target.name if on_disk else None
+            self.unpruned[on_disk] = self.target.build(self.lowered, self.inputs, out_dir=where)
+        return self.unpruned[on_disk], self.spec.value
 
     def calibration(self) -> list[Any]:
         """The first adabn_batches training batches: importance, search, steps and refit share them."""
@@ -495,7 +502,7 @@ def _table_pass(ctx: BuildContext) -> None:
     o = ctx.options
     ctx.pruned, ctx.space, ctx.unit_scores, ctx.confirmed, ctx.steps = None, None, None, [], []
     ctx.gm, ctx.goal, ctx.full_ms, ctx.native_predictor, ctx.resolution = ctx.lowered, ctx.spec, None, None, None
-    ctx.native_space, ctx.repaired, ctx.refit_choice, ctx.unpruned = None, None, [], None
+    ctx.native_space, ctx.repaired, ctx.refit_choice, ctx.unpruned = None, None, [], {}
     ctx.table, ctx.table_path = _table_for(ctx.model, ctx.inputs, ctx.target, ctx.cache, ctx.table_given, o.force,
                                            o.shipped_tables, o.progress, ctx.resolutions)
 
@@ -708,25 +715,25 @@ def _confirm_pass(ctx: BuildContext) -> None:
     are built and timed in turn (one over budget is timed again before it is dropped:
     `settled`), and the first whose measured latency is within budget + tolerance is kept, its
     pruned model with it; if none is, the fastest measured one goes on and verification reports
-    the miss. Measuring makes
-    this pass the one step of a build that a seed does not fix (README, Determinism)."""
+    the miss. Measuring makes this pass the one step of a build that a seed does not fix
+    (README, Determinism)."""
     o, tgt, best = ctx.options, ctx.target, ctx.result.best
     if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
         return
-    unpruned = ctx.share()
-    limit = (best.budget_ms if unpruned is None else unpruned[1]) * (1 + o.tolerance)
     pool = sorted(ctx.result.ranked(), key=lambda c: c.widths != best.widths)[:o.confirm]  # the pick first
     tried: list[tuple[Candidate, fx.GraphModule, Take, list[Take]]] = []  # (.., the take that stands, every take)
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
-        kept, taken = settle(tgt, tgt.build(pruned, ctx.inputs), limit, MODEL_TIMING,
-                             None if unpruned is None else unpruned[0])
+        engine = tgt.build(pruned, ctx.inputs)
+        unpruned = ctx.share(engine)
+        limit = (best.budget_ms if unpruned is None else unpruned[1]) * (1 + o.tolerance)
+        kept, taken = settle(tgt, engine, limit, MODEL_TIMING, None if unpruned is None else unpruned[0])
         tried.append((c, pruned, kept, taken))
         if kept.value <= limit:
             break
     chosen, ctx.pruned, _, _ = tried[-1] if tried[-1][2].value <= limit else min(tried, key=lambda t: t[2].value)
     ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.full_score)
-    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": kept.engine.median_ms,
+    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": kept.engine.median_ms, "engine": engine.engine,
                       "medians_ms": [t.engine.median_ms for t in taken], "score": c.full_score,
                       **({} if unpruned is None else {"shares": [t.value for t in taken]}), "kept": c is chosen}
                      for c, _, kept, taken in tried]
@@ -799,7 +806,7 @@ def _verify_pass(ctx: BuildContext) -> None:
         untimed = None if ctx.target.can_measure else "the device is emulated: latency there says nothing about " \
             "a real board, so only the outputs were checked"
         ctx.verification = verify(ctx.pruned, ctx.inputs, ctx.target, ctx.artifact, best.budget_ms, best.latency_ms,
-                                  ctx.options.tolerance, MODEL_TIMING, untimed, None if untimed else ctx.share())
+                                  ctx.options.tolerance, MODEL_TIMING, untimed, None if untimed else ctx.share(ctx.artifact))
         ctx.failures += _failures(ctx.target.name, ctx.verification)
     else:
         ctx.verification = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,

@@ -178,6 +178,12 @@ class Artifact:
     files: dict[str, Path] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def engine(self) -> str:
+        """Which engine runs it: the target's own, or the one a target with several names in
+        `info` (PyTorch: eager, cuda-graph, or the emitted aotinductor package)."""
+        return self.info.get("engine", self.target)
+
 
 def cpu_name() -> str:
     """The CPU model as the OS reports it: the device part of a CPU fingerprint."""

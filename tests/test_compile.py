@@ -82,6 +82,7 @@ def test_compile_emits_verified_engines_and_a_report(npz, table, tmp_path) -> No
     # a budget relative to the unpruned model is judged against its engine, timed beside ours
     assert v["budget_share"] == 0.6 and v["measured_share"] <= 0.6 * (1 + float(tolerance(table)))
     assert v["measured_share"] == pytest.approx(v["measured_ms"] / v["unpruned_measured_ms"])
+    assert v["engine"] == v["unpruned_engine"] == "onnxruntime-cpu"
     assert t["predicted_ms"] <= t["budget_ms"] == pytest.approx(0.6 * t["full_ms"])
     assert t["params"]["pruned"] < t["params"]["original"] and t["macs"]["pruned"] < t["macs"]["original"]
     acc = t["accuracy"]

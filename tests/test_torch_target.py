@@ -68,6 +68,10 @@ def test_compile_on_torch_cpu_end_to_end(tmp_path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     t = json.loads(r.stdout)["targets"]["torch-cpu"]
     assert t["verify"]["outputs_match"] and t["verify"]["measured_ms"] > 0
+    # the emitted AOTInductor package is judged against the unpruned model's package, not its eager run,
+    # while confirm times candidates and the unpruned model eagerly, as the table was timed
+    assert t["verify"]["engine"] == t["verify"]["unpruned_engine"] == "aotinductor"
+    assert {c["engine"] for c in t["confirmed"]} == {"eager"}
     engine = out / "torch-cpu" / "model.pt2"
     assert t["files"]["engine"] == str(engine) and engine.is_file()
     assert not [p.name for p in engine.parent.iterdir() if p.name.startswith(".")]  # written atomically
