@@ -22,6 +22,7 @@ from typing import Any
 import latency_tables
 import targets
 from latency_tables.blocks import describe_key
+from latency_tables.step import probe_step
 
 from .core.atomic import atomic_write_text
 from .core.errors import BadInputError, LatpruneError, VerificationError
@@ -64,6 +65,23 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _step(text: str) -> int:
+    value = POSITIVE_INT(text)
+    if value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{text} is not a power of two (engines pad channels to 2, 4, 8, 16, ...)")
+    return value
+
+
+def _channels(text: str) -> range:
+    try:
+        first, last = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIRST:LAST, e.g. 32:96") from None
+    if not 1 <= first < last:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= FIRST < LAST")
+    return range(first, last + 1)
+
+
 def _margin(text: str) -> float | str:
     if text == "auto":
         return text
@@ -97,6 +115,8 @@ def _target_options(args: argparse.Namespace, name: str | None = None) -> dict[s
         opts["precision"] = args.precision or ("fp16" if name == "cuda" else "fp32")
     elif args.precision:
         raise BadInputError(f"--precision applies to the tensorrt, cuda and torch-cpu targets, not {name}")
+    if args.channel_step:
+        opts["channel_step"] = args.channel_step
     return opts
 
 
@@ -116,6 +136,9 @@ def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--rpc-key", default="latprune", help="device key on the tracker")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                    help="tensorrt (default fp32), cuda (default fp16) and torch-cpu (default fp32) precision")
+    p.add_argument("--channel-step", type=_step, metavar="N",
+                   help="channel counts the search keeps, multiples of N (default: the target's declared step; "
+                        "`latprune probe-step` measures it)")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -142,6 +165,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=1) if args.json else
           f"profiled {args.model} on {args.target}: {s.measured_points} points measured, {s.reused_points} reused, "
           f"{s.measured_variants} end-to-end variants, {s.seconds:.0f} s -> {args.out}")
+    return 0
+
+
+def cmd_probe_step(args: argparse.Namespace) -> int:
+    target = targets.get(args.target, **_target_options(args))
+    try:
+        say = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
+        probe = probe_step(target, args.channels, size=args.size, batch=args.batch, progress=say)
+    finally:
+        target.close()
+    if args.out:
+        atomic_write_text(args.out, json.dumps(probe, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(probe, indent=1))
+        return 0
+    blocks = ", ".join(f"{k} {v}" for k, v in probe["per_block"].items())
+    print(f"{args.target}: measured channel step {probe['measured_step']} ({blocks}); the target declares "
+          f"{probe['declared_step']}. To use the measured one: --channel-step {probe['measured_step']} "
+          "with profile and compile" + (f". Curves: {args.out}" if args.out else ""))
     return 0
 
 
@@ -424,6 +466,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print report.json to stdout (progress stays on stderr)")
     p.set_defaults(fn=cmd_compile)
+
+    p = sub.add_parser("probe-step", help="measure the channel step a target's kernels want")
+    _add_target_args(p)
+    p.add_argument("--channels", type=_channels, default=range(32, 97), metavar="FIRST:LAST",
+                   help="channel counts each block is timed at, step 1 (default 32:96)")
+    p.add_argument("--size", type=POSITIVE_INT, default=28, help="input height and width of each block (default 28)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=1)
+    p.add_argument("--out", type=Path, help="write the result, with every timing, as JSON")
+    p.add_argument("--quiet", action="store_true", help="no per-count progress")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(fn=cmd_probe_step)
 
     p = sub.add_parser("inspect", help="summarise a latency table")
     p.add_argument("table", type=Path)

@@ -205,10 +205,12 @@ def _table_for(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: Targe
         t = latency_tables.load(table) if isinstance(table, (str, Path)) else table
         t.check_target(target.fingerprint(), force)
         return t, str(table) if isinstance(table, (str, Path)) else "given"
-    path = cache / "tables" / f"{target.name}-{digest(json_text(target.fingerprint()))}.json"
+    step = {} if target.declared_step is None else {"channel_step": target.channel_step}  # a table per step
+    path = cache / "tables" / f"{target.name}-{digest(json_text({**target.fingerprint(), **step}))}.json"
     if shipped_tables and not path.exists():  # start from a shipped table measured on this very device
         for shipped in latency_tables.shipped():
-            if latency_tables.load(shipped).fingerprint == target.fingerprint():
+            t = latency_tables.load(shipped)
+            if t.fingerprint == target.fingerprint() and t.channel_step == target.channel_step:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, shipped.read_text())
                 break

@@ -119,6 +119,9 @@ def _start(out: str | os.PathLike | None, fp: dict[str, Any], target: Target, bl
         table = load(out)
         table.check_target(fp, force)
         if not fingerprint_mismatch(fp, table.fingerprint):
+            if table.channel_step != target.channel_step:
+                raise BadInputError(f"{out} was profiled at channel step {table.channel_step} and this profile is at "
+                                    f"{target.channel_step} (--channel-step): profile into another file")
             return table  # resume / extend
     # new, or forced over another target's table: start afresh (save() then replaces that file)
     return LatencyTable(fp, timing, target.channel_step, fuses=target.fuses)

@@ -23,18 +23,22 @@ NAMES = tuple(_REGISTRY)
 
 
 def get(name: str, **options: Any) -> Target:
-    """The target called `name`, configured by `options` (threads, trials, rpc, ...)."""
+    """The target called `name`, configured by `options` (threads, trials, rpc, channel_step, ...)."""
     if name not in _REGISTRY:
         raise TargetError(f"unknown target {name!r}; choose one of {', '.join(NAMES)}")
     module, cls = _REGISTRY[name]
+    step = options.pop("channel_step", None)
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
         raise TargetUnavailable(f"target {name!r} needs a library that is not installed: {exc}") from None
     try:
-        return getattr(mod, cls)(**options)
+        target = getattr(mod, cls)(**options)
     except TypeError as exc:
         raise TargetError(f"bad options for target {name!r}: {exc}") from None
+    if step is not None:  # a measured step (`latprune probe-step`) in place of the declared one
+        target.declared_step, target.channel_step = target.channel_step, int(step)
+    return target
 
 
 __all__ = ["get", "NAMES", "Target", "Artifact", "LatencyStats", "Timing", "TargetError",

@@ -223,6 +223,7 @@ class Target(abc.ABC):
 
     name: str = ""
     channel_step: int = 8  # channel counts that keep the engine on its fast path
+    declared_step: int | None = None  # the target's own step, where a measured one was given instead (get())
     fuses: tuple[str, ...] = ENGINE_FUSES  # op roles the engine folds into a conv/linear, in order
 
     @abc.abstractmethod
