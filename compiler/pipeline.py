@@ -332,26 +332,27 @@ class BuildContext:
     native_space: PruningSpace | None = None  # with resolutions: the native graph's space
     repaired: tuple[Widths, fx.GraphModule, list[dict[str, Any]] | None] | None = None  # a refit done while choosing
     refit_choice: list[dict[str, Any]] = field(default_factory=list)  # the candidates refitted to choose, if any
-    unpruned: dict[bool, Artifact] = field(default_factory=dict)  # for a budget such as 0.5x: the unpruned engine
+    unpruned: dict[str, Artifact] = field(default_factory=dict)  # for a budget such as 0.5x: the unpruned
+    # model's engine of each kind that is judged beside it (Artifact.engine)
     scratch: tempfile.TemporaryDirectory | None = None  # outside OUT: an unpruned engine written to disk
 
     def share(self, like: Artifact) -> tuple[Artifact, float] | None:
-        """For a budget relative to the unpruned model: that model's engine, built as `like`
-        was (in memory, or written to disk as emit writes it: a PyTorch target times candidates
-        eagerly or in a CUDA graph but emits an AOTInductor package, and each is judged against
-        its own kind), once per target and kind, and the budget's share, so that confirm and
-        verify time it beside each engine and judge the ratio (README, Budgets). None for a
+        """For a budget relative to the unpruned model: that model's engine of the same kind as
+        `like`, built once per target and kind, and the budget's share, so that confirm and
+        verify time it beside each engine and judge the ratio (README, Budgets). A PyTorch
+        target times candidates eagerly or in a CUDA graph but emits an AOTInductor package:
+        for that one the unpruned model is written to disk as emit writes it. None for a
         budget in ms, and on targets that tune per model (TVM), whose unpruned engine would
         need its own tuning run; those judge the engine's time against the budget in ms."""
         if not self.spec.relative or hasattr(self.target, "prepare"):
             return None
-        on_disk = bool(like.files)
-        if on_disk not in self.unpruned:
-            if on_disk:
+        if like.engine not in self.unpruned:
+            ref = self.target.build(self.lowered, self.inputs)
+            if ref.engine != like.engine:  # the emitted kind
                 self.scratch = self.scratch or tempfile.TemporaryDirectory(prefix="latprune-unpruned-")
-            where = Path(self.scratch.name) / self.target.name if on_disk else None
-            self.unpruned[on_disk] = self.target.build(self.lowered, self.inputs, out_dir=where)
-        return self.unpruned[on_disk], self.spec.value
+                ref = self.target.build(self.lowered, self.inputs, out_dir=Path(self.scratch.name) / self.target.name)
+            self.unpruned[like.engine] = ref
+        return self.unpruned[like.engine], self.spec.value
 
     def calibration(self) -> list[Any]:
         """The first adabn_batches training batches: importance, search, steps and refit share them."""
@@ -723,22 +724,23 @@ def _confirm_pass(ctx: BuildContext) -> None:
     if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
         return
     pool = sorted(ctx.result.ranked(), key=lambda c: c.widths != best.widths)[:o.confirm]  # the pick first
-    tried: list[tuple[Candidate, fx.GraphModule, Take, list[Take]]] = []  # (.., the take that stands, every take)
+    # (candidate, its pruned model, its engine's kind, the take that stands, every take)
+    tried: list[tuple[Candidate, fx.GraphModule, str, Take, list[Take]]] = []
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
         engine = tgt.build(pruned, ctx.inputs)
         unpruned = ctx.share(engine)
         limit = (best.budget_ms if unpruned is None else unpruned[1]) * (1 + o.tolerance)
         kept, taken = settle(tgt, engine, limit, MODEL_TIMING, None if unpruned is None else unpruned[0])
-        tried.append((c, pruned, kept, taken))
+        tried.append((c, pruned, engine.engine, kept, taken))
         if kept.value <= limit:
             break
-    chosen, ctx.pruned, _, _ = tried[-1] if tried[-1][2].value <= limit else min(tried, key=lambda t: t[2].value)
+    chosen, ctx.pruned, *_ = tried[-1] if tried[-1][3].value <= limit else min(tried, key=lambda t: t[3].value)
     ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.full_score)
-    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": kept.engine.median_ms, "engine": engine.engine,
+    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": kept.engine.median_ms, "engine": kind,
                       "medians_ms": [t.engine.median_ms for t in taken], "score": c.full_score,
-                      **({} if unpruned is None else {"shares": [t.value for t in taken]}), "kept": c is chosen}
-                     for c, _, kept, taken in tried]
+                      **({} if kept.reference is None else {"shares": [t.value for t in taken]}), "kept": c is chosen}
+                     for c, _, kind, kept, taken in tried]
 
 
 def _rewrite_pass(ctx: BuildContext) -> None:
@@ -807,8 +809,9 @@ def _verify_pass(ctx: BuildContext) -> None:
     if ctx.options.verify_engines:
         untimed = None if ctx.target.can_measure else "the device is emulated: latency there says nothing about " \
             "a real board, so only the outputs were checked"
+        unpruned = None if untimed else ctx.share(ctx.artifact)
         ctx.verification = verify(ctx.pruned, ctx.inputs, ctx.target, ctx.artifact, best.budget_ms, best.latency_ms,
-                                  ctx.options.tolerance, MODEL_TIMING, untimed, None if untimed else ctx.share(ctx.artifact))
+                                  ctx.options.tolerance, MODEL_TIMING, untimed, unpruned)
         ctx.failures += _failures(ctx.target.name, ctx.verification)
     else:
         ctx.verification = {"skipped": "emitted with verification off (--no-verify)", "budget_ms": best.budget_ms,

@@ -80,7 +80,8 @@ def probe_step(target: Target, counts: Sequence[int], size: int = 28, batch: int
                 progress(f"{name} at {c} channels: {curves[name][-1][1]:.4f} ms")
     steps = {name: step_of([int(c) for c, _ in rows], [ms for _, ms in rows], BLOCKS[name][1], tolerance)
              for name, rows in curves.items()}
-    return {"target": target.name, "fingerprint": target.fingerprint(), "declared_step": target.declared_step or target.channel_step,
+    declared = target.declared_step or target.channel_step
+    return {"target": target.name, "fingerprint": target.fingerprint(), "declared_step": declared,
             "measured_step": max(steps.values()), "per_block": steps, "input": [batch, size, size],
             "counts": [int(counts[0]), int(counts[-1])], "tolerance": tolerance, "timing": timing.to_dict(),
             "curves": curves, "seconds": round(time.perf_counter() - t0, 1)}
