@@ -30,6 +30,7 @@ from .core.importance import IMPORTANCE
 from .core.serialize import load
 from .data import FASHION_MNIST
 from .dataspec import load_data, load_metric
+from .evaluate import PRECISIONS
 from .models import CHECKPOINTS
 from .modelspec import example_inputs, load_model, parse_shape
 from .evolution import STRATEGIES, WEIGHTS
@@ -261,7 +262,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             force=args.force,
             safety_margin=args.safety_margin, confirm=args.confirm,
             verify_engines=not args.no_verify, adabn_batches=args.adabn_batches,
-            screen_images=args.screen_images, rescore=args.rescore, workers=args.workers, ray=args.ray,
+            screen_images=args.screen_images, screen_precision=args.screen_precision, rescore=args.rescore, workers=args.workers, ray=args.ray,
             shipped_tables=not args.no_shipped_tables, memory_limit=args.memory_limit, progress=not args.quiet,
             wait=not args.no_wait, check=args.check, dump_dir=args.dump_dir)
         result = run_compile(model, inputs, tgts, args.budget, table=args.table, calib_data=data, eval_fn=eval_fn,
@@ -395,6 +396,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--screen-images", type=COUNT, default=CompileOptions.screen_images,
                    help="score every candidate first on this many held-out images after AdaBN on 2 batches, and "
                         f"only the --rescore best on all of them (0: all in full; default {CompileOptions.screen_images})")
+    p.add_argument("--screen-precision", choices=PRECISIONS, default=CompileOptions.screen_precision,
+                   help="arithmetic of the screening score: auto (default) is bf16 where the CPU computes it "
+                        "natively (AVX512-BF16, AMX), about 2x faster, else fp32; full scores are always fp32")
     p.add_argument("--rescore", type=POSITIVE_INT, default=CompileOptions.rescore,
                    help=f"candidates scored in full after screening (default {CompileOptions.rescore})")
     p.add_argument("--workers", type=POSITIVE_INT, default=CompileOptions.workers,

@@ -24,7 +24,7 @@ from latency_tables import LatencyTable
 
 from .core.budget import Budget, check_feasible, parse_budget
 from .core.errors import BadInputError
-from .evaluate import EvalFn, Evaluator, Screen, materialize, top1, widths_key
+from .evaluate import EvalFn, Evaluator, Screen, materialize, resolve_precision, top1, widths_key
 from .workers import parallel
 from .core.groups import analyze
 from .core.importance import Criterion, scores
@@ -390,8 +390,9 @@ class SearchOptions:
     `max_evaluations` candidates either way; `time_budget_s` only cuts it short, between
     generations. With
     `screen_images`, every candidate is scored on that many held-out images after AdaBN on
-    `screen_adabn_batches` batches, and the `rescore` best per budget are scored in full before
-    one is picked (tools/bench_fitness.py: how well the cheap score ranks). `patience` stops
+    `screen_adabn_batches` batches, in `screen_precision` ("auto": bf16 where the CPU computes it
+    natively, else fp32), and the `rescore` best per budget are scored in full (fp32) before one
+    is picked (tools/bench_fitness.py: how well the cheap score ranks). `patience` stops
     evolution or random search early once no budget's best score has risen in that many
     candidates (off by default: at 160 candidates evolution's front was still moving).
     `weights="pruningnet"` scores candidates with weights from a PruningNet trained first for
@@ -412,6 +413,7 @@ class SearchOptions:
     adabn_batches: int = 8
     screen_images: int = 0
     screen_adabn_batches: int = 2
+    screen_precision: str = "auto"
     rescore: int = 3
     patience: int | None = None
     weights: str = "sliced"
@@ -434,6 +436,7 @@ class SearchOptions:
             raise BadInputError(f"patience must be a whole number >= 1 (or None: off), for evolution or random "
                                 f"(netadapt's best under the tightest budget only comes at its end); got "
                                 f"{self.patience!r} with strategy {self.strategy!r}")
+        resolve_precision(self.screen_precision)
         if self.weights not in WEIGHTS:
             raise BadInputError(f"unknown candidate weights {self.weights!r}; choose one of {WEIGHTS}")
         counts = {"max_evaluations": self.max_evaluations, "adabn_batches": self.adabn_batches,
@@ -449,7 +452,8 @@ class SearchOptions:
         """The cheap first score on the first `screen_images` of the held-out batches `val`."""
         if not self.screen_images or val is None:
             return None
-        return Screen(top1(val, max_images=self.screen_images), min(self.screen_adabn_batches, self.adabn_batches))
+        return Screen(top1(val, max_images=self.screen_images), min(self.screen_adabn_batches, self.adabn_batches),
+                      resolve_precision(self.screen_precision))
 
     def weights_key(self) -> str:
         """What a score cache key needs to tell PruningNet scores from sliced ones."""

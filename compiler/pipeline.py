@@ -118,6 +118,7 @@ class CompileOptions:
     verify_engines: bool = True
     adabn_batches: int = 8
     screen_images: int = 0
+    screen_precision: str = SearchOptions.screen_precision
     rescore: int = 3
     patience: int | None = None
     weights: str = SearchOptions.weights
@@ -165,7 +166,8 @@ class CompileOptions:
     def search(self, channel_step: int | None = None) -> SearchOptions:
         return SearchOptions(strategy=self.strategy, channel_step=channel_step, importance=self.criterion(),
                              max_evaluations=self.max_evaluations, generation=self.generation, adabn_batches=self.adabn_batches,
-                             screen_images=self.screen_images, rescore=self.rescore, patience=self.patience,
+                             screen_images=self.screen_images, screen_precision=self.screen_precision,
+                             rescore=self.rescore, patience=self.patience,
                              weights=self.weights, pruningnet_steps=self.pruningnet_steps, seed=self.seed,
                              force=self.force, progress=self.progress, safety_margin=self.safety_margin,
                              workers=self.workers, ray=self.ray)

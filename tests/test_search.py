@@ -206,6 +206,40 @@ def test_scoring_in_chunks_and_channels_last_counts_what_one_plain_forward_count
     assert value == metric(plain)
 
 
+def test_a_bf16_screen_computes_in_bf16_and_keys_its_scores_apart() -> None:
+    """The screen's AdaBN and metric run under bf16 autocast when asked (the metric sees bf16
+    logits; BN statistics stay fp32), the full score never does, 'auto' follows the CPU's own
+    bf16 support, and screened scores of another precision are not read from a cache."""
+    from compiler.core import analyze, lower
+    from compiler.evaluate import Evaluator, Job, Screen, native_bf16, resolve_precision, score
+
+    def logits_dtype(net: torch.nn.Module) -> float:
+        with torch.no_grad():
+            out = net(torch.randn(2, 3, 32, 32))
+        return {torch.bfloat16: 16.0, torch.float32: 32.0}[out.dtype]
+
+    gm = lower(model().eval(), (X,))
+    space = analyze(gm, channel_step=16)
+    unit = np.random.default_rng(0).random(space.total_units)
+    widths = space.resolve(space.floor_widths())
+    for precision, bits in (("bf16", 16.0), ("fp32", 32.0)):
+        job = Job(gm, space, unit, CALIB, logits_dtype, Screen(logits_dtype, 1, precision))
+        assert score(job, widths, screened=True)[0] == bits
+        assert score(job, widths, screened=False)[0] == 32.0  # the full score: always fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what a bf16 screen's AdaBN runs under
+        net = compiler.adabn(compiler.rewrite(gm, space, widths), CALIB[:1])
+    assert all(b.dtype == torch.float32 for b in net.buffers() if b.is_floating_point())
+    assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(compiler.BadInputError, match="screen precision 'fp16'"):
+        resolve_precision("fp16")
+    with pytest.raises(compiler.BadInputError, match="screen precision"):
+        run(screen_precision="int8")
+    keys = {p: Evaluator(gm, space, unit, CALIB, logits_dtype, None, "k", Screen(logits_dtype, 1, p)).cache_key
+            for p in ("fp32", "bf16")}
+    assert keys == {"fp32": "k", "bf16": "k|screen-bf16"}
+
+
 def test_the_safety_margin_keeps_predictions_under_the_budget_by_the_tables_own_error() -> None:
     """'auto' is the error bound the table states for the model (resnet20 was profiled with
     measured variants); a fixed share is taken as given; 0 searches right up to the budget."""

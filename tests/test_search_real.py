@@ -10,6 +10,7 @@ import torch
 import compiler
 import latency_tables
 from compiler.data import split_train
+from compiler.evaluate import resolve_precision
 from compiler.models import reference
 
 pytestmark = pytest.mark.slow  # CLI subprocesses and end-to-end builds: the quick tier leaves them out
@@ -59,7 +60,8 @@ def test_screening_scores_all_cheaply_and_picks_by_the_full_score(data) -> None:
     kw = dict(budgets=["0.5x", "0.35x"], max_evaluations=10, population=6, seed=0, progress=False)
     res = compiler.search(model, X, TABLE, calib, val, screen_images=200, rescore=2, **kw)
     stats = res.stats
-    assert stats["evaluations"] == len(res.archive) == 10 and stats["screen"] == {"adabn_batches": 2}
+    assert stats["evaluations"] == len(res.archive) == 10
+    assert stats["screen"] == {"adabn_batches": 2, "precision": resolve_precision("auto")}
     rescored = [c for c in res.archive if c.full_score is not None]
     assert 2 <= len(rescored) <= 2 * 2 + 2 and stats["full_evaluations"] <= 2 * 2 + 2  # + one uniform per budget
     for r in res.results:
@@ -72,3 +74,21 @@ def test_screening_scores_all_cheaply_and_picks_by_the_full_score(data) -> None:
     assert all(c.full_score == c.score for c in plain.archive) and plain.stats["screen"] is None
     with pytest.raises(compiler.BadInputError, match="screen_images"):
         compiler.search(model, X, TABLE, calib, compiler.top1(val), screen_images=100, **kw)
+
+
+def test_a_bf16_screen_scores_as_the_fp32_one_does(data) -> None:
+    """The same seed population (its widths do not depend on scores) screened in bf16 and in
+    fp32 scores within a few images of each other; the picks' scores are full fp32 scores."""
+    calib, val = data
+    model = reference("resnet20_fmnist")
+    kw = dict(budgets=["0.5x"], max_evaluations=8, population=6, seed=0, progress=False, screen_images=256)
+    runs = {p: compiler.search(model, X, TABLE, calib, val, screen_precision=p, **kw) for p in ("fp32", "bf16")}
+    seeds = {p: r.archive[:6] for p, r in runs.items()}
+    assert [c.widths for c in seeds["fp32"]] == [c.widths for c in seeds["bf16"]]
+    gaps = [abs(a.score - b.score) for a, b in zip(seeds["fp32"], seeds["bf16"])]
+    assert max(gaps) <= 6 / 256, gaps  # tools/bench_fitness.py: 1-4 of 256 predictions flipped
+    assert len({a.score for a in seeds["fp32"]}) > 2  # the candidates differ, so the check means something
+    gm = compiler.lower(model, X)
+    best = runs["bf16"].best
+    pruned = compiler.adabn(compiler.rewrite(gm, compiler.analyze(gm, channel_step=16), best.widths), calib)
+    assert compiler.top1(val)(pruned) == pytest.approx(best.score)

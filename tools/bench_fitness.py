@@ -3,8 +3,8 @@
 For each reference model and budget, random candidates whose predicted latency falls in the
 search's band (the shipped ORT table) are scored the way a compile scores them (AdaBN on
 `--calib-batches` training batches of 64, top-1 on `--eval-images` held-out images) and by each
-cheaper setting (fewer AdaBN batches, fewer held-out images). Reported per setting: Spearman
-rank correlation with the full score (per budget and pooled), whether the full score's best
+cheaper setting (fewer AdaBN batches, fewer held-out images, bf16 arithmetic). Reported per
+setting: Spearman rank correlation with the full score (per budget and pooled), whether the full score's best
 candidate is in the cheap score's top 3, and seconds per candidate (medians over candidates,
 measured in this run side by side). One torch thread.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from compiler.core.importance import scores, select  # noqa: E402
 from compiler.core.lower import lower  # noqa: E402
 from compiler.core.rewrite import apply  # noqa: E402
 from compiler.data import split_train  # noqa: E402
-from compiler.evaluate import top1  # noqa: E402
+from compiler.evaluate import computing_in, top1  # noqa: E402
 from compiler.models import reference  # noqa: E402
 
 SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
@@ -59,6 +60,14 @@ def candidates(space: Any, predict: Any, budget_ms: float, n: int, rng: np.rando
     return out
 
 
+def parse_setting(s: str) -> tuple[int, int, str]:
+    """'2x256' -> (2 AdaBN batches, 256 images, fp32); '2x256bf16' the same in bf16."""
+    m = re.fullmatch(r"(\d+)x(\d+)(bf16)?", s)
+    if not m:
+        raise SystemExit(f"bad setting {s!r}: ADABN_BATCHESxIMAGES, optionally followed by bf16")
+    return int(m[1]), int(m[2]), m[3] or "fp32"
+
+
 def header(args: argparse.Namespace) -> dict[str, Any]:
     """The JSON's head: host, torch, the arguments; `models` to fill."""
     return {"host": platform.processor() or platform.machine(), "torch": torch.__version__,
@@ -82,7 +91,7 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=24, help="per model and budget")
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--eval-images", type=int, default=2000)
-    p.add_argument("--settings", default="2x256,4x256,2x512,4x512", help="cheap settings: ADABN_BATCHESxIMAGES")
+    p.add_argument("--settings", default="2x256,4x256,2x512,4x512", help="cheap settings: ADABN_BATCHESxIMAGES[bf16]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("tools/results/bench_fitness.json"))
     args = p.parse_args()
@@ -91,9 +100,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     calib = [xt[idx] for idx in torch.randperm(len(xt), generator=g)[:64 * args.calib_batches].split(64)]
     val = [(xv[i:i + 500], yv[i:i + 500]) for i in range(0, args.eval_images, 500)]
-    settings = {"full": (args.calib_batches, args.eval_images)}
-    settings.update({s: tuple(int(v) for v in s.split("x")) for s in args.settings.split(",")})
-    metrics = {name: top1(val, max_images=n) for name, (_, n) in settings.items()}
+    settings = {"full": (args.calib_batches, args.eval_images, "fp32")}
+    settings.update({s: parse_setting(s) for s in args.settings.split(",")})
+    metrics = {name: top1(val, max_images=n) for name, (_, n, _) in settings.items()}
     table = latency_tables.load(SHIPPED)
     result = header(args)
     rng = np.random.default_rng(args.seed)
@@ -105,11 +114,12 @@ def main() -> None:
             got: dict[str, list[float]] = {s: [] for s in settings}
             secs: dict[str, list[float]] = {s: [] for s in settings}
             for w in ws:
-                for s, (nb, _) in settings.items():
+                for s, (nb, _, precision) in settings.items():
                     t0 = time.perf_counter()
-                    cand = apply(gm, space, select(space, w, unit))
-                    adabn(cand, calib[:nb])
-                    got[s].append(metrics[s](cand))
+                    cand = apply(gm, space, select(space, w, unit)).to(memory_format=torch.channels_last)
+                    with computing_in(precision):
+                        adabn(cand, calib[:nb])
+                        got[s].append(metrics[s](cand))
                     secs[s].append(time.perf_counter() - t0)
             best = int(np.argmax(got["full"]))
             per_budget[f"{b}x"] = {"candidates": len(ws), "full_scores": got["full"], "settings": {

@@ -5,7 +5,8 @@ prediction, seed 0) runs under four settings, side by side and interleaved over 
 repetitions so that a busy spell hits all of them:
 - before: every candidate scored in full (AdaBN on 8 batches of 64, top-1 on 2,000 held-out
   images) in this process with torch's default threads: what a compile did before;
-- screened: 2 AdaBN batches and 256 images per candidate, the 3 best re-scored in full;
+- screened: 2 AdaBN batches and 256 images per candidate (in `--screen-precision`), the 3 best
+  re-scored in full;
 - workers: full scores in `--workers` processes of one thread each;
 - screened + workers.
 Candidates per minute is wall time from the search's start to its last candidate (worker
@@ -47,6 +48,7 @@ def main() -> None:
                     help="held-out images per batch (a compile scores in batches of --batch-size, 64)")
     ap.add_argument("--settings", default="before,screened,workers,screened+workers",
                     help="which of the four to run (before is always the ratios' base)")
+    ap.add_argument("--screen-precision", default="auto", help="the screen's arithmetic: auto, fp32 or bf16")
     ap.add_argument("--out", type=Path, default=Path("build/bench_throughput.json"))
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
@@ -66,11 +68,12 @@ def main() -> None:
                 torch.set_num_threads(default_threads if setting == "before" else 1)
                 res = compiler.search(model, x, table, calib, val, budgets=["0.5x"], screen_images=screen,
                                       max_evaluations=args.screened_candidates if screen else args.full_candidates,
-                                      workers=workers, seed=0, progress=False)
+                                      screen_precision=args.screen_precision, workers=workers, seed=0, progress=False)
                 st = res.stats
                 row = {k: st[k] for k in ("candidates", "candidates_per_minute", "search_seconds", "evaluations",
                                           "full_evaluations", "seconds_per_candidate")} | {
-                    "torch_threads": torch.get_num_threads(), "workers": workers, "pick_full_score": res.best.score}
+                    "torch_threads": torch.get_num_threads(), "workers": workers, "pick_full_score": res.best.score,
+                    "screen": st["screen"]}
                 runs[name][setting].append(row)
                 print(f"rep {rep} {name} {setting}: {row['candidates_per_minute']} cand/min, "
                       f"pick {res.best.score:.4f}", file=sys.stderr, flush=True)
