@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--eval-images", type=int, default=2000)
     ap.add_argument("--screen-images", type=int, default=256)
+    ap.add_argument("--screen-precision", default="auto", help="the screen's arithmetic: auto, fp32 or bf16")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--test-images", type=int, default=10000)
@@ -143,7 +144,8 @@ def main() -> None:
         for a in arms:
             started = time.perf_counter()
             run = compiler.search(model, x, table, calib, val, budgets=budgets, max_evaluations=args.evaluations,
-                                  screen_images=args.screen_images, workers=args.workers, seed=seed,
+                                  screen_images=args.screen_images, screen_precision=args.screen_precision,
+                                  workers=args.workers, seed=seed,
                                   progress=False, **({"population": args.population} | arm_options(a)))
             walls[a].append(round(time.perf_counter() - started, 1))
             curves[a].append(best_so_far(run))
