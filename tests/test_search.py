@@ -92,13 +92,14 @@ def test_netadapt_out_of_evaluations_says_so() -> None:
 
 
 def test_patience_stops_once_the_best_stops_rising_and_changes_nothing_before() -> None:
-    res, whole = run(max_evaluations=120, patience=10), run(max_evaluations=120)
+    p = 15  # enough for the best to rise after the seeds at least once under the shipped table
+    res, whole = run(max_evaluations=120, patience=p), run(max_evaluations=120)
     n, limit = len(res.archive), res.results[0].limit_ms
-    assert 8 + 10 < n < 120 and res.stats["stopped_early"] and not whole.stats["stopped_early"]  # 8: the seeds
+    assert 8 + p < n < 120 and res.stats["stopped_early"] and not whole.stats["stopped_early"]  # 8: the seeds
     assert [c.widths for c in res.archive] == [c.widths for c in whole.archive[:n]]  # the same search, cut short
     best = lambda cs: max(c.score for c in cs if c.latency_ms <= limit)  # noqa: E731
-    assert best(res.archive[:n - 10]) == best(res.archive)  # nothing rose in the last 10 ...
-    assert best(res.archive[:n - 11]) < best(res.archive[:n - 10])  # ... and it rose just before them
+    assert best(res.archive[:n - p]) == best(res.archive)  # nothing rose in the last p ...
+    assert best(res.archive[:n - p - 1]) < best(res.archive[:n - p])  # ... and it rose just before them
     with pytest.raises(compiler.BadInputError, match="patience"):
         run(strategy="netadapt", patience=5)
 
@@ -265,7 +266,10 @@ def test_predictions_say_where_the_table_has_no_evidence() -> None:
     off = dict(on_step)
     g = space.prunable()[0]
     off[g.id] = on_step[g.id] - 1  # one group off the channel step
-    assert TABLE.predict(model(), X, off, with_error=True)[1] is None  # no off-step variants measured
+    unchecked = copy.deepcopy(TABLE)
+    for record in unchecked.models.values():
+        record.pop("off_step_error_pct", None)
+    assert unchecked.predict(model(), X, off, with_error=True)[1] is None  # no off-step variants measured
     checked = copy.deepcopy(TABLE)
     for record in checked.models.values():
         record["off_step_error_pct"] = {"median_abs": 4.0, "max_abs": 30.0, "n": 6}
