@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -348,12 +348,13 @@ class BuildContext:
         need its own tuning run; those judge the engine's time against the budget in ms."""
         if not self.spec.relative or hasattr(self.target, "prepare"):
             return None
-        if like.engine not in self.unpruned:
+        if not self.unpruned:  # the kind the target builds in memory, kept whichever is asked first
             ref = self.target.build(self.lowered, self.inputs)
-            if ref.engine != like.engine:  # the emitted kind
-                self.scratch = self.scratch or tempfile.TemporaryDirectory(prefix="latprune-unpruned-")
-                ref = self.target.build(self.lowered, self.inputs, out_dir=Path(self.scratch.name) / self.target.name)
-            self.unpruned[like.engine] = ref
+            self.unpruned[ref.engine] = ref
+        if like.engine not in self.unpruned:  # the emitted kind, written to disk as emit writes it
+            self.scratch = self.scratch or tempfile.TemporaryDirectory(prefix="latprune-unpruned-")
+            out = Path(self.scratch.name) / self.target.name
+            self.unpruned[like.engine] = self.target.build(self.lowered, self.inputs, out_dir=out)
         return self.unpruned[like.engine], self.spec.value
 
     def calibration(self) -> list[Any]:
@@ -726,23 +727,34 @@ def _confirm_pass(ctx: BuildContext) -> None:
     if not (o.verify_engines and tgt.can_measure and o.confirm > 0):
         return
     pool = sorted(ctx.result.ranked(), key=lambda c: c.widths != best.widths)[:o.confirm]  # the pick first
-    # (candidate, its pruned model, its engine's kind, the take that stands, every take)
-    tried: list[tuple[Candidate, fx.GraphModule, str, Take, list[Take]]] = []
+    tried: list[_Confirmed] = []
     for c in pool:
         pruned = rewrite(ctx.gm, ctx.space, c.widths, ctx.unit_scores, ctx.inputs)
         engine = tgt.build(pruned, ctx.inputs)
         unpruned = ctx.share(engine)
         limit = (best.budget_ms if unpruned is None else unpruned[1]) * (1 + o.tolerance)
         kept, taken = settle(tgt, engine, limit, MODEL_TIMING, None if unpruned is None else unpruned[0])
-        tried.append((c, pruned, engine.engine, kept, taken))
+        tried.append(_Confirmed(c, pruned, engine.engine, kept, taken))
         if kept.value <= limit:
             break
-    chosen, ctx.pruned, *_ = tried[-1] if tried[-1][3].value <= limit else min(tried, key=lambda t: t[3].value)
-    ctx.result.results[0] = replace(best, widths=chosen.widths, latency_ms=chosen.latency_ms, score=chosen.full_score)
-    ctx.confirmed = [{"predicted_ms": c.latency_ms, "measured_ms": kept.engine.median_ms, "engine": kind,
-                      "medians_ms": [t.engine.median_ms for t in taken], "score": c.full_score,
-                      **({} if kept.reference is None else {"shares": [t.value for t in taken]}), "kept": c is chosen}
-                     for c, _, kind, kept, taken in tried]
+    chosen = tried[-1] if tried[-1].kept.value <= limit else min(tried, key=lambda t: t.kept.value)
+    ctx.pruned, c = chosen.pruned, chosen.candidate
+    ctx.result.results[0] = replace(best, widths=c.widths, latency_ms=c.latency_ms, score=c.full_score)
+    ctx.confirmed = [{"predicted_ms": t.candidate.latency_ms, "measured_ms": t.kept.engine.median_ms,
+                      "engine": t.engine, "medians_ms": [k.engine.median_ms for k in t.taken],
+                      "score": t.candidate.full_score,
+                      **({} if t.kept.reference is None else {"shares": [k.value for k in t.taken]}),
+                      "kept": t is chosen} for t in tried]
+
+
+class _Confirmed(NamedTuple):
+    """One candidate the confirm pass built and timed."""
+
+    candidate: Candidate
+    pruned: fx.GraphModule
+    engine: str  # its engine's kind
+    kept: Take  # the take that stands
+    taken: list[Take]  # every take
 
 
 def _rewrite_pass(ctx: BuildContext) -> None:

@@ -170,6 +170,40 @@ def test_confirm_keeps_the_best_candidate_that_measures_within_budget(tiny_table
     assert res.report["status"] == "ok" and t["predicted_ms"] == tried[1]["predicted_ms"]
 
 
+class _TwoKinds:
+    """A target that builds one engine kind in memory and another (the emitted one) on disk."""
+
+    name = "two-kinds"
+
+    def __init__(self) -> None:
+        self.builds: list[str] = []
+
+    def build(self, gm, inputs, out_dir=None) -> targets.Artifact:
+        kind = "eager" if out_dir is None else "package"
+        self.builds.append(kind)
+        return targets.Artifact(self.name, None, (), info={"engine": kind})
+
+
+def test_the_unpruned_reference_is_built_once_per_engine_kind(tmp_path) -> None:
+    """Confirm asks for the in-memory kind, verify for the emitted one: each is built once, and
+    the in-memory build is not repeated on the way to the disk one."""
+    tgt = _TwoKinds()
+    ctx = pipeline.BuildContext(model=tiny(), inputs=(), spec=compiler.core.budget.Budget(0.5, True), data=None,
+                                metric=_score, options=compiler.CompileOptions(), cache=tmp_path, key="", report={},
+                                gm=None, target=tgt)
+    eager = targets.Artifact(tgt.name, None, (), info={"engine": "eager"})
+    package = dataclasses.replace(eager, info={"engine": "package"})
+    for like in (eager, eager, package, package, eager):
+        ref, share = ctx.share(like)
+        assert ref.engine == like.engine and share == 0.5
+    assert tgt.builds == ["eager", "package"]
+    ctx.unpruned, tgt.builds = {}, []
+    ctx.share(package)  # verify alone: the in-memory kind is known once built, and kept
+    ctx.share(eager)
+    assert tgt.builds == ["eager", "package"]
+    ctx.scratch.cleanup()
+
+
 class ChannelScale(torch.nn.Module):
     """A user's per-channel op, taught to latprune with register_rule."""
 
