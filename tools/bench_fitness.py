@@ -17,7 +17,6 @@ import json
 import platform
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,12 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import latency_tables  # noqa: E402
-from compiler.core.adabn import adabn  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.core.groups import analyze  # noqa: E402
-from compiler.core.importance import scores, select  # noqa: E402
+from compiler.core.importance import scores  # noqa: E402
 from compiler.core.lower import lower  # noqa: E402
-from compiler.core.rewrite import apply  # noqa: E402
 from compiler.data import split_train  # noqa: E402
-from compiler.evaluate import computing_in, top1  # noqa: E402
+from compiler.evaluate import Job, Screen, score, top1  # noqa: E402
 from compiler.models import reference  # noqa: E402
 
 SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
@@ -108,19 +105,18 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     for name in args.models.split(","):
         gm, space, unit, predict, full_ms = reference_setup(name, table)
+        jobs = {s: Job(gm, space, unit, calib, metrics["full"], Screen(metrics[s], nb, precision))
+                for s, (nb, _, precision) in settings.items()}  # "full" is scored unscreened, as a compile does
         per_budget: dict[str, Any] = {}
         for b in (float(v) for v in args.budgets.split(",")):
             ws = candidates(space, predict, b * full_ms, args.candidates, rng)
             got: dict[str, list[float]] = {s: [] for s in settings}
             secs: dict[str, list[float]] = {s: [] for s in settings}
             for w in ws:
-                for s, (nb, _, precision) in settings.items():
-                    t0 = time.perf_counter()
-                    cand = apply(gm, space, select(space, w, unit)).to(memory_format=torch.channels_last)
-                    with computing_in(precision):
-                        adabn(cand, calib[:nb])
-                        got[s].append(metrics[s](cand))
-                    secs[s].append(time.perf_counter() - t0)
+                for s, job in jobs.items():
+                    value, seconds = score(job, w, screened=s != "full")
+                    got[s].append(value)
+                    secs[s].append(sum(seconds.values()))
             best = int(np.argmax(got["full"]))
             per_budget[f"{b}x"] = {"candidates": len(ws), "full_scores": got["full"], "settings": {
                 s: {"spearman": float(spearmanr(got[s], got["full"]).statistic) if s != "full" else 1.0,

@@ -37,7 +37,7 @@ import targets  # noqa: E402
 from compiler.core.atomic import atomic_path, atomic_write_text  # noqa: E402
 from compiler.core.importance import scores  # noqa: E402
 from compiler.data import fashion_mnist, split_train  # noqa: E402
-from compiler.evaluate import Job, score  # noqa: E402
+from compiler.evaluate import PRECISIONS, Job, score  # noqa: E402
 from compiler.models import REFERENCE  # noqa: E402
 from bench_methods import SHIPPED, calib_batches  # noqa: E402
 from bench_search import batches, profiled_table  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--eval-images", type=int, default=2000)
     ap.add_argument("--screen-images", type=int, default=256)
-    ap.add_argument("--screen-precision", default="auto", help="the screen's arithmetic: auto, fp32 or bf16")
+    ap.add_argument("--screen-precision", default="auto", choices=PRECISIONS, help="the screen's arithmetic")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--test-images", type=int, default=10000)

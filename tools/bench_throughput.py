@@ -32,6 +32,7 @@ import compiler  # noqa: E402
 import latency_tables  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.data import split_train  # noqa: E402
+from compiler.evaluate import PRECISIONS  # noqa: E402
 from compiler.models import reference  # noqa: E402
 from bench_methods import SHIPPED, calib_batches  # noqa: E402
 from bench_search import batches  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> None:
                     help="held-out images per batch (a compile scores in batches of --batch-size, 64)")
     ap.add_argument("--settings", default="before,screened,workers,screened+workers",
                     help="which of the four to run (before is always the ratios' base)")
-    ap.add_argument("--screen-precision", default="auto", help="the screen's arithmetic: auto, fp32 or bf16")
+    ap.add_argument("--screen-precision", default="auto", choices=PRECISIONS, help="the screen's arithmetic")
     ap.add_argument("--out", type=Path, default=Path("build/bench_throughput.json"))
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
