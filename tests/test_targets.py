@@ -51,22 +51,24 @@ def test_an_op_the_fast_exporter_refuses_leaves_stdout_clean(capfd) -> None:
     assert "graph" not in capfd.readouterr().out
 
 
-@pytest.mark.skipif(targets.base.cpu_simd() != "avx512f", reason="the kernel rule below is ONNX Runtime's "
-                    "on AVX-512 (NCHWc block 16); another CPU has another block")
+@pytest.mark.skipif(targets.base.cpu_simd() not in ("avx512f", "avx2"), reason="ONNX Runtime's NCHWc "
+                    "(blocked layout) kernels are x86 AVX2 / AVX-512 ones; this CPU has neither")
 def test_onnxruntime_kernel_choice_turns_on_divisibility() -> None:
     """Why the table prices off-step counts per residue class and keeps a fallback grid: ONNX
     Runtime runs a conv on its blocked NCHWc kernel when its input channels are below the block
-    (16) or a multiple of 4 (any output count, padded), a depthwise conv when its channels are
-    a multiple of 4, else on a plain kernel with layout reorders around it. Read from the
-    engine's own optimised graph (Target.kernel_family); if an ONNX Runtime upgrade changes the
-    rule, this fails. The fallback target runs every conv on the plain kernels, same outputs."""
+    (16 on AVX-512, 8 on AVX2: the target's channel step) or a multiple of 4 (any output count,
+    padded), a depthwise conv when its channels are a multiple of 4, else on a plain kernel with
+    layout reorders around it. Read from the engine's own optimised graph
+    (Target.kernel_family); if an ONNX Runtime upgrade changes the rule, this fails. The
+    fallback target runs every conv on the plain kernels, same outputs."""
     tgt = targets.get("onnxruntime-cpu", threads=1)
+    block = tgt.channel_step
 
     def family(conv: nn.Conv2d, on: targets.Target = tgt) -> str | None:
         return on.kernel_family(conv.eval(), torch.randn(1, conv.in_channels, 10, 10))
 
-    for cin in (8, 15, 16, 18, 20, 22, 23, 24, 60, 62, 63, 64):
-        assert family(nn.Conv2d(cin, 23, 1)) == ("nchwc" if cin < 16 or cin % 4 == 0 else "plain"), cin
+    for cin in (6, 7, 8, 9, 10, 12, 14, 15, 16, 18, 20, 22, 23, 24, 60, 62, 63, 64):
+        assert family(nn.Conv2d(cin, 23, 1)) == ("nchwc" if cin < block or cin % 4 == 0 else "plain"), cin
     for c in (20, 22, 23, 24, 60, 62, 63, 64):
         assert family(nn.Conv2d(c, c, 3, padding=1, groups=c)) == ("nchwc" if c % 4 == 0 else "plain"), c
     slow = tgt.fallback()
