@@ -22,6 +22,7 @@ from typing import Any
 import latency_tables
 import targets
 from latency_tables.blocks import describe_key
+from latency_tables.predict import noise_warning
 from latency_tables.step import probe_step
 
 from .core.atomic import atomic_write_text
@@ -207,6 +208,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for key, m in s["models"].items():
         print(f"  model {m['name']} [{key}]: {m['variants']} measured variants, correction {m.get('form')} "
               f"{m.get('coef')}, leave-one-out error median {m.get('loo_median_abs')}% max {m.get('loo_max_abs')}%")
+        if m["noise_pct"] is not None:
+            print("    profile noise: " + (noise_warning(m["name"], m["noise_pct"]) or
+                                          f"the unpruned model's time spread by {m['noise_pct']:.1f}% (p10 to p90)"))
         off = m.get("off_step")
         scale = f", fallback kernels x{m['fallback_scale']}" if "fallback_scale" in m else ""
         print(f"    off the channel step: error median {off['median_abs']}% max {off['max_abs']}% over {off['n']} "

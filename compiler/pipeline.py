@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 
 import latency_tables
 from latency_tables import LatencyTable
+from latency_tables.predict import noise_warning
 from latency_tables.profile import MODEL_TIMING
 from targets import Artifact, Take, Target, settle
 
@@ -534,6 +535,7 @@ class _AsNative:
             raise RewriteError("a pruned graph's channel groups differ from the unpruned graph's; please report "
                                "this model to latprune (or build with steps=1)")
         self.native, self.space = native, space
+        self.noise_pct = native.noise_pct
 
     def __call__(self, widths: Widths | None = None) -> float:
         return self.native(self.space.full_widths() if widths is None else widths)
@@ -704,6 +706,9 @@ def _search_pass(ctx: BuildContext) -> None:
     ctx.result, predictor = _chosen(ctx, found)
     _search_warnings(ctx.report, tgt.name, ctx.spec.label, ctx.result, ctx.full_ms)
     best = ctx.result.best
+    busy = noise_warning(f"this model (table {ctx.table_path or 'as given'})", predictor.noise_pct)
+    if busy:
+        _warn(ctx.report, f"{tgt.name}: {busy}")
     if o.safety_margin == "auto" and predictor.error_pct() is None:
         _warn(ctx.report, f"{tgt.name}: the latency table has too few measured variants of this model to state "
                           "its error, so no safety margin was set; profile the model (`latprune profile`, "

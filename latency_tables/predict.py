@@ -29,6 +29,34 @@ def model_key(uses: list[BlockUse]) -> str:
 
 P90_PER_MEDIAN = 2.5  # |error| of a normal spread: 90th percentile / median = 1.645 / 0.674
 MIN_VARIANTS = 6  # on the step: the unpruned model and >= 5 random variants (profile measures 12, and 6 off it)
+NOISY_PCT = 15.0  # profile noise (below) above which a table's error bars take the noise in
+
+
+def profile_noise_pct(record: dict[str, Any]) -> float | None:
+    """How busy the machine was while a model was profiled: the spread (p10 to p90, % of the
+    median) of the unpruned model's time, measured beside each end-to-end variant. Variants are
+    judged against it, so drift cancels in the correction's fit and its leave-one-out errors;
+    the block timings have nothing beside them and carry it whole. Quiet profiles here spread
+    by 2-11%; profiles on a 2-core host whose neighbours slowed it spread by 42-54%, and their
+    predictions then missed by a median of 10-33% with leave-one-out errors of 3.5-20%. None
+    with fewer than MIN_VARIANTS such timings."""
+    beside = [v["unpruned_beside_ms"] for v in record.get("variants", []) + record.get("off_step", [])
+              if "unpruned_beside_ms" in v]
+    if len(beside) < MIN_VARIANTS:
+        return None
+    p10, p50, p90 = np.percentile(beside, [10, 50, 90])
+    return float((p90 - p10) / p50 * 100)
+
+
+def noise_warning(name: str, noise_pct: float | None) -> str | None:
+    """The warning for a model profiled on a busy machine, or None for a quiet profile."""
+    if noise_pct is None or noise_pct <= NOISY_PCT:
+        return None
+    return (f"the machine was busy while {name} was profiled: the unpruned model's time varied by "
+            f"{noise_pct:.0f}% (p10 to p90; a quiet profile stays under {NOISY_PCT:.0f}%), so its block timings "
+            f"carry that noise and predictions can be off by about half of it (error bars widened to "
+            f"{noise_pct / 2:.0f}%); profile it again into a new table on a quiet machine (nothing else "
+            "running, e.g. `taskset -c 1 latprune profile ...`)")
 
 
 class Predictor:
@@ -56,6 +84,7 @@ class Predictor:
         self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
         self.variants = len(table.models.get(self.key, {}).get("variants", []))
         self.off_step_error_pct = table.models.get(self.key, {}).get("off_step_error_pct")
+        self.noise_pct = profile_noise_pct(table.models.get(self.key, {}))
         self.channel_step = table.channel_step
 
     def _values(self, widths: Widths | None) -> list[list[int]]:
@@ -100,9 +129,16 @@ class Predictor:
         median error (the 90th percentile of a normal spread; one outlier variant does not set
         it), capped by the largest. On the channel step the errors are the leave-one-out errors
         of this model's end-to-end correction; off it (engines change kernels and insert layout
-        reorders there), the errors of the off-step variants profile measured to check it.
+        reorders there), the errors of the off-step variants profile measured to check it. For
+        a model profiled on a busy machine (noise over NOISY_PCT), at least half the noise.
         None where the table has no such evidence: fewer than MIN_VARIANTS measured variants of
         that kind (leave-one-out over three points says nothing)."""
+        bound = self._fit_error_pct(widths)
+        if bound is None or self.noise_pct is None or self.noise_pct <= NOISY_PCT:
+            return bound
+        return max(bound, self.noise_pct / 2)
+
+    def _fit_error_pct(self, widths: Widths | None) -> float | None:
         if not self.corrected:
             return None
         resolved = self.space.resolve(widths)

@@ -25,7 +25,7 @@ from compiler.core.space import PruningSpace, Widths
 
 from .errors import TableError
 from .grid import bracket, on_step, residue_class, step_class
-from .predict import Predictor
+from .predict import Predictor, profile_noise_pct
 
 SCHEMA = "latprune.latency-table"
 VERSION = 1
@@ -266,7 +266,8 @@ class LatencyTable:
         n_points = sum(len(e.points) + len(e.slow) for e in self.entries.values())
         complete = sum(1 for e in self.entries.values() if not e.missing())
         fits = {k: {"name": m.get("name"), "variants": len(m.get("variants", [])),
-                    **m.get("correction", {}), **m.get("fit_error_pct", {}), "off_step": m.get("off_step_error_pct")}
+                    **m.get("correction", {}), **m.get("fit_error_pct", {}), "off_step": m.get("off_step_error_pct"),
+                    "noise_pct": profile_noise_pct(m)}
                 for k, m in self.models.items()}
         return {"fingerprint": self.fingerprint, "timing": self.timing, "step": self.channel_step,
                 "overhead_ms": self.overhead_ms, "entries": len(self.entries),

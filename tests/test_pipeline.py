@@ -68,6 +68,17 @@ def test_the_documented_call_with_plain_batches_and_a_function(tiny_table, targe
     assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
+def test_a_table_profiled_on_a_busy_machine_is_named_in_the_report(tiny_table, target, tmp_path,
+                                                                   monkeypatch) -> None:
+    """The table's profile-noise check reaches the build: the report warns, naming the spread."""
+    monkeypatch.setattr(latency_tables.predict, "profile_noise_pct", lambda record: 40.0)
+    with pytest.warns(UserWarning, match="busy while"):
+        res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, budget="0.99x", calib_data=_batches(),
+                               eval_fn=_score, table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=3,
+                               verify_engines=False, progress=False)
+    assert [w for w in res.report["warnings"] if "busy while" in w and "varied by 40%" in w], res.report["warnings"]
+
+
 def test_each_analysis_runs_once_and_every_pass_is_timed(tiny_table, target, tmp_path, monkeypatch) -> None:
     calls = {"lower": 0, "analyze": 0, "scores": 0}
 

@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +16,11 @@ import compiler
 import latency_tables
 import targets
 from cli_models import tiny
+from helpers import latprune
 from compiler.models import resnet20
 from latency_tables.blocks import PlaceCounter, extract
 from latency_tables.grid import step_class
+from latency_tables.predict import NOISY_PCT, noise_warning
 from latency_tables.profile import contradiction
 from latency_tables.table import TableError
 from targets.base import Timing
@@ -220,11 +223,44 @@ def test_a_table_that_predicts_the_floor_no_faster_than_the_model_is_named_when_
     # and profile() says it: a fit that predicts the block sum backwards
     monkeypatch.setattr(sys.modules["latency_tables.profile"], "fit_correction",
                         lambda xs, ys: (np.array([-1.0, 0.0, 1e3]), "scale+offset", np.ones(len(ys))))
+    with pytest.warns(UserWarning, match="no faster than the unpruned model"):
+        _profile_tiny(tmp_path / "t.json")
+
+
+def _profile_tiny(out: Path) -> None:
+    """A quick profile of the tiny model with its self-checks (a profile's warnings)."""
     tgt = targets.get("onnxruntime-cpu", threads=1)
     try:
-        with pytest.warns(UserWarning, match="no faster than the unpruned model"):
-            latency_tables.profile(tiny(), torch.randn(1, 3, 16, 16), tgt, out=tmp_path / "t.json", grid_points=2,
-                                   variants=2, off_step_variants=0, progress=False, block_timing=QUICK_BLOCK,
-                                   model_timing=QUICK_MODEL)
+        latency_tables.profile(tiny(), torch.randn(1, 3, 16, 16), tgt, out=out, grid_points=2, variants=2,
+                               off_step_variants=0, progress=False, block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
     finally:
         tgt.close()
+
+
+def test_a_table_profiled_on_a_busy_machine_says_so_and_widens_its_error_bars(tmp_path, monkeypatch) -> None:
+    """The unpruned model's time beside each profiled variant measures how busy the machine was:
+    the shipped table's profiles were quiet and keep their leave-one-out error bars; spread over
+    NOISY_PCT, the bars are at least half the spread, and profile, inspect and the table's
+    summary say so, with what to do."""
+    model, x = resnet20().eval(), torch.zeros(1, 3, 32, 32)
+    table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
+    quiet = table.predictor(model, x)
+    assert quiet.noise_pct is not None and 0 < quiet.noise_pct < NOISY_PCT, quiet.noise_pct
+    assert noise_warning("resnet20", quiet.noise_pct) is None
+    record = table.models[quiet.key]
+    for i, v in enumerate(record["variants"] + record["off_step"]):  # neighbours slowing it by up to 60%
+        v["unpruned_beside_ms"] *= 1 + 0.2 * (i % 4)
+    busy = table.predictor(model, x)
+    assert busy.noise_pct > NOISY_PCT
+    widths = busy.space.uniform_widths(0.5)
+    assert busy(widths) == quiet(widths)  # the prediction stands; its error bar grows
+    assert busy.error_pct(widths) == pytest.approx(max(quiet.error_pct(widths), busy.noise_pct / 2))
+    assert busy.error_pct(widths) > quiet.error_pct(widths)
+    assert table.summary()["models"][quiet.key]["noise_pct"] == pytest.approx(busy.noise_pct)
+    path = tmp_path / "busy.json"
+    table.save(path)
+    r = latprune("inspect", str(path))
+    assert r.returncode == 0 and f"varied by {busy.noise_pct:.0f}%" in r.stdout and "busy while" in r.stdout
+    monkeypatch.setattr(sys.modules["latency_tables.profile"], "profile_noise_pct", lambda record: 40.0)
+    with pytest.warns(UserWarning, match="busy while .* varied by 40%.*profile it again"):
+        _profile_tiny(tmp_path / "t.json")
