@@ -48,9 +48,14 @@ def profile_noise_pct(record: dict[str, Any]) -> float | None:
     return float((p90 - p10) / p50 * 100)
 
 
+def noisy(noise_pct: float | None) -> bool:
+    """Whether a profile's noise (profile_noise_pct) is too much for its block timings to be trusted."""
+    return noise_pct is not None and noise_pct > NOISY_PCT
+
+
 def noise_warning(name: str, noise_pct: float | None) -> str | None:
     """The warning for a model profiled on a busy machine, or None for a quiet profile."""
-    if noise_pct is None or noise_pct <= NOISY_PCT:
+    if not noisy(noise_pct):
         return None
     return (f"the machine was busy while {name} was profiled: the unpruned model's time varied by "
             f"{noise_pct:.0f}% (p10 to p90; a quiet profile stays under {NOISY_PCT:.0f}%), so its block timings "
@@ -134,7 +139,7 @@ class Predictor:
         None where the table has no such evidence: fewer than MIN_VARIANTS measured variants of
         that kind (leave-one-out over three points says nothing)."""
         bound = self._fit_error_pct(widths)
-        if bound is None or self.noise_pct is None or self.noise_pct <= NOISY_PCT:
+        if bound is None or not noisy(self.noise_pct):
             return bound
         return max(bound, self.noise_pct / 2)
 

@@ -29,7 +29,7 @@ from targets.base import Target, Timing
 
 from .blocks import Block, extract
 from .grid import grid_values, off_step_probes, step_class
-from .predict import Predictor, corrected, noise_warning, profile_noise_pct
+from .predict import Predictor, corrected, noise_warning
 from .table import Entry, LatencyTable, TableError, fingerprint_mismatch, load
 
 BLOCK_TIMING = Timing(warmup=5, min_runs=10, min_seconds=0.2, max_rel_iqr=0.05, max_rounds=3)
@@ -242,8 +242,8 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
         record["correction"]["fallback_scale"] = round(scale, 6)
         record["off_step_error_pct"] = {"median_abs": round(float(np.median(err)), 3),
                                         "max_abs": round(float(np.max(err)), 3), "n": int(len(err))}
-    for problem in (contradiction(Predictor(table, gm, inputs, space=space)),
-                    noise_warning(record["name"], profile_noise_pct(record))):
+    fitted = Predictor(table, gm, inputs, space=space)
+    for problem in (contradiction(fitted), noise_warning(record["name"], fitted.noise_pct)):
         if problem:
             warnings.warn(problem, stacklevel=3)
     return len(todo)

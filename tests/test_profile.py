@@ -261,6 +261,6 @@ def test_a_table_profiled_on_a_busy_machine_says_so_and_widens_its_error_bars(tm
     table.save(path)
     r = latprune("inspect", str(path))
     assert r.returncode == 0 and f"varied by {busy.noise_pct:.0f}%" in r.stdout and "busy while" in r.stdout
-    monkeypatch.setattr(sys.modules["latency_tables.profile"], "profile_noise_pct", lambda record: 40.0)
+    monkeypatch.setattr(sys.modules["latency_tables.predict"], "profile_noise_pct", lambda record: 40.0)
     with pytest.warns(UserWarning, match="busy while .* varied by 40%.*profile it again"):
         _profile_tiny(tmp_path / "t.json")
