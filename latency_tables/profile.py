@@ -227,8 +227,7 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
         full = target.build(smalls[0] if not record["variants"] else rewrite(gm, space, None), inputs)
     for (done, pred, widths), small in tqdm(list(zip(todo, smalls)), desc="end-to-end variants",
                                             disable=not progress or not todo, dynamic_ncols=True):
-        ref = target.measure(full, timing)  # the unpruned model beside each variant: drift cancels
-        stats = target.measure(target.build(small, inputs), timing)
+        ref, stats = target.measure_beside(target.build(small, inputs), full, timing)  # drift cancels
         done.append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
                      "unpruned_beside_ms": round(ref.median_ms, 6)})
     x, y = _relative(record["variants"])

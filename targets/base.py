@@ -123,9 +123,9 @@ def settled(measure: Callable[[], M], limit: float, attempts: int = 3,
 @dataclass(frozen=True)
 class Take:
     """One timing of an engine and, when a budget is a share of another engine's latency (0.5x
-    of the unpruned model), of that reference timed right before it: host drift over minutes
-    (neighbours on a shared machine moved whole timings by up to 68% here) moves both, so
-    their ratio holds where either time alone does not."""
+    of the unpruned model), of that reference timed beside it (Target.measure_beside): host
+    drift over minutes (neighbours on a shared machine moved whole timings by up to 68% here)
+    moves both, so their ratio holds where either time alone does not."""
 
     engine: LatencyStats
     reference: LatencyStats | None = None
@@ -137,9 +137,11 @@ class Take:
 
 
 def take(target: Target, engine: Artifact, timing: Timing, reference: Artifact | None = None) -> Take:
-    """The engine timed once, right after `reference` when there is one."""
-    ref = None if reference is None else target.measure(reference, timing)
-    return Take(target.measure(engine, timing), ref)
+    """The engine timed once, beside `reference` when there is one (Target.measure_beside)."""
+    if reference is None:
+        return Take(target.measure(engine, timing))
+    ref, stats = target.measure_beside(engine, reference, timing)
+    return Take(stats, ref)
 
 
 def settle(target: Target, engine: Artifact, limit: float, timing: Timing,
@@ -166,6 +168,42 @@ def time_calls(call: Callable[[], Any], timing: Timing = Timing(),
         return samples
 
     return adaptive(one_round, timing)
+
+
+def time_pair(reference: Callable[[], Any], call: Callable[[], Any], timing: Timing = Timing(),
+              clock: Callable[[], float] = time.perf_counter, turn: int = 4) -> tuple[LatencyStats, LatencyStats]:
+    """Time two engines in turns on the host clock: `turn` timed calls of the reference, then
+    of the engine, and so on, each turn after one untimed call (the other engine has just run
+    and taken the caches: a deployed engine runs on warm ones); each round lasts `min_seconds`
+    per engine. On a shared host a busy spell lasts many calls (successive calls' times
+    correlate at 0.67 on these 2-core hosts), so in turns it slows both engines alike and
+    their ratio holds, where one timed after the other catches it in one of them only. The
+    round whose larger spread is the smaller wins, both engines' stats from that same round."""
+    for _ in range(timing.warmup):
+        reference()
+        call()
+
+    def one_round() -> tuple[LatencyStats, LatencyStats]:
+        samples: tuple[list[float], list[float]] = ([], [])
+        start = clock()
+        while len(samples[0]) < timing.min_runs or clock() - start < 2 * timing.min_seconds:
+            for fn, into in ((reference, samples[0]), (call, samples[1])):
+                fn()
+                for _ in range(turn):
+                    t0 = clock()
+                    fn()
+                    into.append((clock() - t0) * 1e3)
+        return LatencyStats.from_samples(samples[0]), LatencyStats.from_samples(samples[1])
+
+    best: tuple[LatencyStats, LatencyStats] | None = None
+    for r in range(1, timing.max_rounds + 1):
+        pair = one_round()
+        if best is None or max(x.rel_iqr for x in pair) < max(x.rel_iqr for x in best):
+            best = pair
+        if max(x.rel_iqr for x in best) <= timing.max_rel_iqr:
+            break
+    assert best is not None
+    return dataclasses.replace(best[0], rounds=r), dataclasses.replace(best[1], rounds=r)
 
 
 @dataclass
@@ -242,6 +280,15 @@ class Target(abc.ABC):
     def measure(self, artifact: Artifact, timing: Timing = Timing()) -> LatencyStats:
         """Time the engine on its example inputs."""
         return time_calls(lambda: self.run(artifact), timing)
+
+    def measure_beside(self, artifact: Artifact, reference: Artifact,
+                       timing: Timing = Timing()) -> tuple[LatencyStats, LatencyStats]:
+        """Time `reference` and the engine side by side: (reference's stats, the engine's). On the
+        host clock call by call in turn (time_pair); a target that times on its own clock (TVM's
+        evaluator, CUDA events) times the reference, then the engine."""
+        if type(self).measure is not Target.measure:
+            return self.measure(reference, timing), self.measure(artifact, timing)
+        return time_pair(lambda: self.run(reference), lambda: self.run(artifact), timing)
 
     def kernel_family(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> str | None:
         """Which family of kernels the engine runs this (one-block) model on, read from what the

@@ -166,8 +166,12 @@ def test_confirm_keeps_the_best_candidate_that_measures_within_budget(tiny_table
         stats = real_measure(artifact, timing)
         return dataclasses.replace(stats, median_ms=stats.median_ms * 100) if artifact is built[0] else stats
 
+    def measure_beside(artifact, reference, timing=targets.Timing()):
+        return measure(reference, timing), measure(artifact, timing)
+
     monkeypatch.setattr(target, "build", build)
     monkeypatch.setattr(target, "measure", measure)
+    monkeypatch.setattr(target, "measure_beside", measure_beside)
     res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.99x", calib_data=_batches(), eval_fn=_score,
                            table=str(tiny_table), out_dir=tmp_path / "out", max_evaluations=4, progress=False,
                            safety_margin=0.0, confirm=3, tolerance=1.0)

@@ -106,6 +106,28 @@ def test_timing_re_measures_when_noisy() -> None:
     assert steady.rounds == 1 and steady.median_ms == pytest.approx(2.0)
 
 
+def test_two_engines_timed_in_turn_keep_their_ratio_through_a_busy_spell() -> None:
+    """A busy spell (the host twice as slow) starts 4 ms in: timed one after the other (10 ms
+    each), it catches the engine whole and the reference for under half its calls, so the
+    engine's share of it looks twice what it is; timed call by call in turn, it slows both
+    alike and the share holds."""
+    timing = Timing(warmup=0, min_runs=10, min_seconds=0.01, max_rel_iqr=1.0, max_rounds=1)
+    now = [0.0]
+
+    def engine(ms: float):
+        def call() -> None:
+            now[0] += ms / 1e3 * (2.0 if now[0] >= 0.004 else 1.0)
+        return call
+
+    ref, eng = targets.time_calls(engine(0.2), timing, clock=lambda: now[0]), \
+        targets.time_calls(engine(0.1), timing, clock=lambda: now[0])
+    assert eng.median_ms / ref.median_ms == pytest.approx(1.0)  # 0.2 ms quiet, 0.1 ms doubled
+    now[0] = 0.0
+    ref, eng = targets.time_pair(engine(0.2), engine(0.1), timing, clock=lambda: now[0])
+    assert eng.median_ms / ref.median_ms == pytest.approx(0.5)
+    assert ref.runs == eng.runs and ref.p90_ms == pytest.approx(0.4)
+
+
 def test_a_time_over_the_limit_is_taken_again_and_the_fastest_stands() -> None:
     def measurements(*medians: float):
         it = iter(medians)
@@ -132,6 +154,9 @@ def test_a_ratio_to_a_reference_timed_beside_is_judged_by_the_ratio() -> None:
         def measure(self, artifact: str, timing: Timing) -> targets.LatencyStats:
             ms = {"engine": 1.0, "reference": 2.0}[artifact] * next(self.load)
             return targets.LatencyStats(ms, ms, ms, 0.0, 10)
+
+        def measure_beside(self, artifact: str, reference: str, timing: Timing):
+            return self.measure(reference, timing), self.measure(artifact, timing)
 
     best, taken = targets.settle(Host(), "engine", 0.51, Timing(), reference="reference")
     assert len(taken) == 1 and best.value == pytest.approx(0.5) and best.reference.median_ms == 2.0

@@ -115,8 +115,8 @@ def run_case(case: str, target: targets.Target, table_path: Path, n: int, n_off:
             target.prepare([(m, x) for m in smalls])  # TVM: tune every variant in one run
         for i, (widths, small) in enumerate(zip(plans, smalls)):
             engine = target.build(small, x)
-            ref = target.measure(full_engine, MODEL_TIMING).median_ms  # side by side: drift cancels in ratios
-            stats = target.measure(engine, MODEL_TIMING)
+            ref_stats, stats = target.measure_beside(engine, full_engine, MODEL_TIMING)  # drift cancels in ratios
+            ref = ref_stats.median_ms
             noise.append(ref)
             p = pred_fn(widths)
             stated = pred_fn.error_pct(widths)

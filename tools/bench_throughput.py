@@ -1,14 +1,15 @@
 """Search throughput: candidates per minute before and after screening and worker processes.
 
 Per reference model, the same search (evolution, budget 0.5x of the shipped ORT table's
-prediction, seed 0) runs under four settings, side by side and interleaved over `--reps`
+prediction, seed 0) runs under five settings, side by side and interleaved over `--reps`
 repetitions so that a busy spell hits all of them:
 - before: every candidate scored in full (AdaBN on 8 batches of 64, top-1 on 2,000 held-out
   images) in this process with torch's default threads: what a compile did before;
 - screened: 2 AdaBN batches and 256 images per candidate (in `--screen-precision`), the 3 best
-  re-scored in full;
+  re-scored in full, in this process with torch's default threads: what a compile does now;
+- screened-1thread: the same on one torch thread (per core; what each worker gets);
 - workers: full scores in `--workers` processes of one thread each;
-- screened + workers.
+- screened+workers.
 Candidates per minute is wall time from the search's start to its last candidate (worker
 start-up included, the final re-scoring not). Writes JSON atomically.
 
@@ -47,8 +48,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--val-batch", type=int, default=500,
                     help="held-out images per batch (a compile scores in batches of --batch-size, 64)")
-    ap.add_argument("--settings", default="before,screened,workers,screened+workers",
-                    help="which of the four to run (before is always the ratios' base)")
+    ap.add_argument("--settings", default="before,screened,screened-1thread,workers,screened+workers",
+                    help="which of the five to run (before is always the ratios' base)")
     ap.add_argument("--screen-precision", default="auto", choices=PRECISIONS, help="the screen's arithmetic")
     ap.add_argument("--out", type=Path, default=Path("build/bench_throughput.json"))
     args = ap.parse_args()
@@ -57,16 +58,18 @@ def main() -> None:
     (xtr, ytr), (xval, yval) = split_train()
     calib = calib_batches(xtr, ytr, 0, 8)
     val = batches(xval, yval, 2000, args.val_batch)
-    settings = {"before": (0, 1), "screened": (256, 1), "workers": (0, args.workers),
-                "screened+workers": (256, args.workers)}
+    # (screen images, worker processes, torch threads here; a worker always has one)
+    settings = {"before": (0, 1, default_threads), "screened": (256, 1, default_threads),
+                "screened-1thread": (256, 1, 1), "workers": (0, args.workers, 1),
+                "screened+workers": (256, args.workers, 1)}
     settings = {k: v for k, v in settings.items() if k in args.settings.split(",")}
     runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in settings} for m in args.models.split(",")}
     t0 = time.perf_counter()
     for rep in range(args.reps):
         for name in runs:
             model, x = reference(name), torch.zeros(1, 1, 28, 28)
-            for setting, (screen, workers) in settings.items():
-                torch.set_num_threads(default_threads if setting == "before" else 1)
+            for setting, (screen, workers, threads) in settings.items():
+                torch.set_num_threads(threads)
                 res = compiler.search(model, x, table, calib, val, budgets=["0.5x"], screen_images=screen,
                                       max_evaluations=args.screened_candidates if screen else args.full_candidates,
                                       screen_precision=args.screen_precision, workers=workers, seed=0, progress=False)
