@@ -21,7 +21,7 @@ from compiler.models import resnet20
 from latency_tables.blocks import PlaceCounter, extract
 from latency_tables.grid import step_class
 from latency_tables.predict import NOISY_PCT, noise_warning
-from latency_tables.profile import contradiction
+from latency_tables.profile import contradiction, fit_model
 from latency_tables.table import TableError
 from targets.base import Timing
 
@@ -264,3 +264,21 @@ def test_a_table_profiled_on_a_busy_machine_says_so_and_widens_its_error_bars(tm
     monkeypatch.setattr(sys.modules["latency_tables.predict"], "profile_noise_pct", lambda record: 40.0)
     with pytest.warns(UserWarning, match="busy while .* varied by 40%.*profile it again"):
         _profile_tiny(tmp_path / "t.json")
+
+
+def test_a_busy_spell_during_the_off_step_variants_does_not_move_the_fallback_scale() -> None:
+    """Every variant is judged by its ratio to the unpruned model timed beside it, on one scale
+    for on- and off-step variants alike: the host 1.3x slower while the off-step ones ran (both
+    engines slowed, ratios unchanged) leaves the correction, the fallback scale and their
+    errors as they were."""
+    table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
+    record = next(m for m in table.models.values() if m["name"].startswith("resnet20_fmnist"))
+    fit_model(record)
+    quiet = json.loads(json.dumps({k: record[k] for k in ("correction", "fit_error_pct", "off_step_error_pct")}))
+    for v in record["off_step"]:
+        v["measured"]["median_ms"] *= 1.3
+        v["unpruned_beside_ms"] *= 1.3
+    fit_model(record)
+    assert record["correction"]["coef"] == quiet["correction"]["coef"]
+    assert record["correction"]["fallback_scale"] == pytest.approx(quiet["correction"]["fallback_scale"], abs=2e-6)
+    assert record["off_step_error_pct"] == pytest.approx(quiet["off_step_error_pct"], abs=2e-3)
