@@ -70,19 +70,29 @@ class LatencyStats:
         return LatencyStats(float(q50), float(q10), float(q90), float(q75 - q25), int(a.size), rounds)
 
 
+M = TypeVar("M")
+
+
+def _tightest(one_round: Callable[[], M], spread: Callable[[M], float], timing: Timing) -> tuple[M, int]:
+    """Rounds until one's spread is within `timing.max_rel_iqr`, at most `max_rounds`; the
+    tightest round and how many were taken."""
+    best: M | None = None
+    for r in range(1, timing.max_rounds + 1):
+        got = one_round()
+        if best is None or spread(got) < spread(best):
+            best = got
+        if spread(best) <= timing.max_rel_iqr:
+            break
+    assert best is not None
+    return best, r
+
+
 def adaptive(round_samples: Callable[[], Sequence[float]], timing: Timing = Timing()) -> LatencyStats:
     """The one timing loop every target shares: rounds of samples (ms) until a round's spread
     (IQR / median) is within `timing.max_rel_iqr`, at most `max_rounds`; the tightest round wins.
     How one round samples is the target's: a host clock, TVM's evaluator, CUDA events."""
-    best: LatencyStats | None = None
-    for r in range(1, timing.max_rounds + 1):
-        stats = LatencyStats.from_samples(round_samples())
-        if best is None or stats.rel_iqr < best.rel_iqr:
-            best = stats
-        if best.rel_iqr <= timing.max_rel_iqr:
-            break
-    assert best is not None
-    return dataclasses.replace(best, rounds=r)
+    best, rounds = _tightest(lambda: LatencyStats.from_samples(round_samples()), lambda s: s.rel_iqr, timing)
+    return dataclasses.replace(best, rounds=rounds)
 
 
 def time_cuda(launch: Callable[[], Any], stream: Any, timing: Timing = Timing()) -> LatencyStats:
@@ -103,9 +113,6 @@ def time_cuda(launch: Callable[[], Any], stream: Any, timing: Timing = Timing())
         return samples
 
     return adaptive(one_round, timing)
-
-
-M = TypeVar("M")
 
 
 def settled(measure: Callable[[], M], limit: float, attempts: int = 3,
@@ -195,15 +202,8 @@ def time_pair(reference: Callable[[], Any], call: Callable[[], Any], timing: Tim
                     into.append((clock() - t0) * 1e3)
         return LatencyStats.from_samples(samples[0]), LatencyStats.from_samples(samples[1])
 
-    best: tuple[LatencyStats, LatencyStats] | None = None
-    for r in range(1, timing.max_rounds + 1):
-        pair = one_round()
-        if best is None or max(x.rel_iqr for x in pair) < max(x.rel_iqr for x in best):
-            best = pair
-        if max(x.rel_iqr for x in best) <= timing.max_rel_iqr:
-            break
-    assert best is not None
-    return dataclasses.replace(best[0], rounds=r), dataclasses.replace(best[1], rounds=r)
+    (ref, stats), rounds = _tightest(one_round, lambda pair: max(x.rel_iqr for x in pair), timing)
+    return dataclasses.replace(ref, rounds=rounds), dataclasses.replace(stats, rounds=rounds)
 
 
 @dataclass
@@ -284,8 +284,8 @@ class Target(abc.ABC):
     def measure_beside(self, artifact: Artifact, reference: Artifact,
                        timing: Timing = Timing()) -> tuple[LatencyStats, LatencyStats]:
         """Time `reference` and the engine side by side: (reference's stats, the engine's). On the
-        host clock call by call in turn (time_pair); a target that times on its own clock (TVM's
-        evaluator, CUDA events) times the reference, then the engine."""
+        host clock in turns (time_pair); a target that times on its own clock (TVM's evaluator,
+        CUDA events) times the reference, then the engine."""
         if type(self).measure is not Target.measure:
             return self.measure(reference, timing), self.measure(artifact, timing)
         return time_pair(lambda: self.run(reference), lambda: self.run(artifact), timing)

@@ -109,8 +109,8 @@ def test_timing_re_measures_when_noisy() -> None:
 def test_two_engines_timed_in_turn_keep_their_ratio_through_a_busy_spell() -> None:
     """A busy spell (the host twice as slow) starts 4 ms in: timed one after the other (10 ms
     each), it catches the engine whole and the reference for under half its calls, so the
-    engine's share of it looks twice what it is; timed call by call in turn, it slows both
-    alike and the share holds."""
+    engine's share of it looks twice what it is; timed in turns, it slows both alike and the
+    share holds."""
     timing = Timing(warmup=0, min_runs=10, min_seconds=0.01, max_rel_iqr=1.0, max_rounds=1)
     now = [0.0]
 

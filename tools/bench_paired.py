@@ -6,9 +6,10 @@ last many calls; timed one after the other, a spell can land in one engine's tim
 This measures, for a few random pruned variants of each case, that ratio `--repeats` times
 by three protocols (their order rotating), spread over minutes: sequential (the unpruned
 engine, then the variant: what latprune did before), and in turns of 1 or of 4 timed calls,
-each turn after an untimed one (targets.time_pair; 4 is its default). It reports how much the ratio varies between repeats (p10-p90
-and max-min, % of its median) and its median per protocol, with the unpruned engine's own
-spread over the same time as the noise it had to cancel. Writes JSON.
+each turn after an untimed one (targets.time_pair; 4 is its default). It reports how much the
+ratio varies between repeats (p10-p90 and max-min, % of its median) and its median per
+protocol, with the unpruned engine's own spread over the same time as the noise it had to
+cancel. Writes JSON.
 
     .venv/bin/python tools/bench_paired.py --out tools/results/bench_paired.json
 """
