@@ -6,13 +6,14 @@ interrupted profile resumes where it stopped and two models' profiles share one 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from compiler.core.budget import contradiction as floor_contradiction
 from compiler.core.errors import BadInputError
 from compiler.core.lower import as_inputs
 from compiler.core.memory import check_fits
-from targets.base import Target, Timing
+from targets.base import Artifact, LatencyStats, Target, Timing, time_pair
 
 from .blocks import Block, extract
 from .grid import grid_values, off_step_probes, step_class
@@ -85,14 +86,15 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
                disable=not progress or not todo, dynamic_ncols=True)
     if hasattr(target, "prepare"):  # e.g. TVM: tune the whole grid in one run
         target.prepare([blocks[k].module(p) for k, p, _ in todo] + ([_EMPTY] if table.overhead_ms <= 0 else []))
+    timed = _paced(table, target, block_timing, model_timing) if todo or table.overhead_ms <= 0 else None
     if table.overhead_ms <= 0:
-        table.overhead_ms = _overhead(target, block_timing)
+        table.overhead_ms = timed(target, target.build(*_EMPTY)).median_ms
     try:
         for key, point, slow in bar:
             bar.set_postfix_str(blocks[key].describe(point) + (" (fallback kernels)" if slow else ""))
             module, xs = blocks[key].module(point)
             on = fallback if slow else target
-            stats = on.measure(on.build(module, xs), block_timing)
+            stats = timed(on, on.build(module, xs))
             entry = table.entries[key]
             (entry.slow if slow else entry.points)[point] = [stats.median_ms, stats.p10_ms, stats.p90_ms, stats.runs]
             if out is not None and time.monotonic() - last_save > save_every_s:
@@ -114,7 +116,8 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
 def _start(out: str | os.PathLike | None, fp: dict[str, Any], target: Target, block_timing: Timing,
            model_timing: Timing, force: bool) -> LatencyTable:
     timing = {"blocks": block_timing.to_dict(), "model": model_timing.to_dict(),
-              "statistic": "median of per-call wall time, ms; overhead of an empty run subtracted per block"}
+              "statistic": "median of per-call wall time, ms; overhead of an empty run subtracted per block; "
+                            "with a metronome, each block timed in turns beside it and scaled to its ms here"}
     if out is not None and Path(out).exists():
         table = load(out)
         table.check_target(fp, force)
@@ -188,14 +191,54 @@ def _probes(entry: Entry, structure: Sequence[int]) -> list[tuple[int, ...]]:
     return out
 
 
+# the cost of one engine call that does (almost) nothing: subtracted from every block, which an
+# isolated timing includes once but a whole graph does not pay per block
 _EMPTY = (torch.nn.ReLU(), (torch.zeros(1, 8),))
+METRONOME = "conv3x3 32->32 + relu, 1x32x16x16"
 
 
-def _overhead(target: Target, timing: Timing) -> float:
-    """The cost of one engine call that does (almost) nothing: subtracted from every block,
-    which an isolated timing includes once but a whole graph does not pay per block."""
-    stats = target.measure(target.build(*_EMPTY), timing)
-    return stats.median_ms
+def _metronome() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """The fixed engine every block is timed beside (METRONOME): a mid-sized conv, so that it
+    slows in a busy spell as the blocks do. Fixed weights, so every profile builds the same one."""
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.copy_(torch.rand(p.shape, generator=g) - 0.5)
+    return torch.nn.Sequential(conv, torch.nn.ReLU()).eval(), (torch.rand(1, 32, 16, 16, generator=g),)
+
+
+Timed = Callable[[Target, Artifact], LatencyStats]
+
+
+def _paced(table: LatencyTable, target: Target, timing: Timing, reference_timing: Timing) -> Timed:
+    """How a profile times one block engine. On a host-clock target (ONNX Runtime), in turns
+    with the metronome (time_pair, each engine `min_seconds` / 2 per round, so a block costs
+    what it did alone) and scaled by the metronome's time in the table over its time beside the
+    block: a busy spell during one block's timing (this 2-core host ran the same engine 1.55x
+    slower for seconds at a time) slows the metronome beside it as much, and is taken out, so
+    the table's shape holds. The table's metronome time is measured once, by the profile that
+    starts it, and every later profile of the table scales to it. A target with its own clock
+    (TVM's evaluator, CUDA events) times the block alone."""
+    if not target.times_on_host:
+        return lambda on, engine: on.measure(engine, timing)
+    metro = target.build(*_metronome())
+    if "metronome" not in table.timing:
+        table.timing["metronome"] = {"engine": METRONOME,
+                                     "ms": round(target.measure(metro, reference_timing).median_ms, 6)}
+    ref_ms = float(table.timing["metronome"]["ms"])
+    half = dataclasses.replace(timing, min_seconds=timing.min_seconds / 2)
+
+    def timed(on: Target, engine: Artifact) -> LatencyStats:
+        beside, stats = time_pair(lambda: target.run(metro), lambda: on.run(engine), half)
+        return _scaled(stats, ref_ms / beside.median_ms)
+    return timed
+
+
+def _scaled(stats: LatencyStats, factor: float) -> LatencyStats:
+    """A measurement with its times multiplied by `factor` (its run count kept)."""
+    return dataclasses.replace(stats, median_ms=stats.median_ms * factor, p10_ms=stats.p10_ms * factor,
+                               p90_ms=stats.p90_ms * factor, iqr_ms=stats.iqr_ms * factor)
 
 
 def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], gm: Any,

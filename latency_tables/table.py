@@ -231,23 +231,31 @@ class LatencyTable:
             atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
 
     def merge(self, other: LatencyTable) -> LatencyTable:
-        """Add another table's measurements (same fingerprint only); ours win on overlap."""
+        """Add another table's measurements (same fingerprint only); ours win on overlap. Block
+        times scaled to another metronome time are rescaled to ours."""
         diff = fingerprint_mismatch(self.fingerprint, other.fingerprint)
         if diff:
             raise TableError("cannot merge tables measured on different targets: " + "; ".join(diff))
+        if _metronome_ms(self.timing) is None and _metronome_ms(other.timing) is not None:
+            self.timing["metronome"] = dict(other.timing["metronome"])
+        factor = _metronome_ms(self.timing) / _metronome_ms(other.timing) \
+            if _metronome_ms(self.timing) and _metronome_ms(other.timing) else 1.0
+
+        def rescaled(points: dict[tuple[int, ...], list[float]]) -> dict[tuple[int, ...], list[float]]:
+            return {p: [v * factor for v in s[:3]] + s[3:] for p, s in points.items()}
         for k, e in other.entries.items():
             mine = self.entries.get(k)
             if mine is None:
-                self.entries[k] = Entry(e.vars, [list(g) for g in e.grid], e.channel_step, dict(e.points),
-                                        e.fast, e.slow_grid, dict(e.slow))
+                self.entries[k] = Entry(e.vars, [list(g) for g in e.grid], e.channel_step, rescaled(e.points),
+                                        e.fast, e.slow_grid, rescaled(e.slow))
                 continue
             mine.grid = [sorted(set(a) | set(b)) for a, b in zip(mine.grid, e.grid)]
-            for p, s in e.points.items():
+            for p, s in rescaled(e.points).items():
                 mine.points.setdefault(p, s)
             if mine.fast is None and e.fast is not None:
                 mine.fast, mine.slow_grid = [list(f) for f in e.fast], e.slow_grid
             if mine.slow_grid == e.slow_grid:
-                for p, s in e.slow.items():
+                for p, s in rescaled(e.slow).items():
                     mine.slow.setdefault(p, s)
         for k, m in other.models.items():
             self.models.setdefault(k, m)
@@ -291,6 +299,13 @@ class LatencyTable:
         (ms, expected error in % or None where the table has no evidence for these widths)."""
         pred = self.predictor(model, example_inputs)
         return (pred(widths), pred.error_pct(widths)) if with_error else pred(widths)
+
+
+def _metronome_ms(timing: dict[str, Any]) -> float | None:
+    """The metronome's time a table's block times are scaled to (latency_tables.profile), or
+    None for a table profiled without one (block times as timed)."""
+    m = timing.get("metronome")
+    return float(m["ms"]) if isinstance(m, dict) else None
 
 
 def fingerprint_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
@@ -348,6 +363,8 @@ def _check_sense(t: LatencyTable) -> None:
         raise ValueError("no block entries")
     if t.channel_step < 1 or not (np.isfinite(t.overhead_ms) and t.overhead_ms >= 0):
         raise ValueError(f"step {t.channel_step} / overhead_ms {t.overhead_ms}")
+    if (ms := _metronome_ms(t.timing)) is not None and not (np.isfinite(ms) and ms > 0):
+        raise ValueError(f"metronome time {ms}")
     if not all(isinstance(k, str) for k in t.fingerprint) or "target" not in t.fingerprint:
         raise ValueError("fingerprint names no target")
     for key, e in t.entries.items():

@@ -286,9 +286,16 @@ class Target(abc.ABC):
         """Time `reference` and the engine side by side: (reference's stats, the engine's). On the
         host clock in turns (time_pair); a target that times on its own clock (TVM's evaluator,
         CUDA events) times the reference, then the engine."""
-        if type(self).measure is not Target.measure:
+        if not self.times_on_host:
             return self.measure(reference, timing), self.measure(artifact, timing)
         return time_pair(lambda: self.run(reference), lambda: self.run(artifact), timing)
+
+    @property
+    def times_on_host(self) -> bool:
+        """Whether engines are timed on the host clock around `run` (this class's `measure`), so
+        that two can be timed in turns (time_pair); a target that overrides `measure` times on
+        its own clock (TVM's evaluator, CUDA events)."""
+        return type(self).measure is Target.measure
 
     def kernel_family(self, model: torch.nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> str | None:
         """Which family of kernels the engine runs this (one-block) model on, read from what the

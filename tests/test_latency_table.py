@@ -198,6 +198,27 @@ def test_tables_of_one_fingerprint_merge_and_others_do_not(tmp_path) -> None:
         t3.merge(latency_tables.load(p))
 
 
+def test_merging_tables_paced_by_different_metronome_times_rescales_to_ours(tmp_path) -> None:
+    """Two profiles that started one file at once each timed their own metronome reference;
+    block times scaled to 0.5 ms of metronome and to 1.0 ms meet on ours. A table profiled
+    without one takes the other's reference; a reference that is not a positive time is refused."""
+    def paced(ref_ms: float, key: str, scale: float) -> LatencyTable:
+        t = LatencyTable(dict(FP), {"metronome": {"engine": "m", "ms": ref_ms}}, 16)
+        t.entries[key] = entry_from(lambda v: v * scale, [16, 32])
+        return t
+    ours = paced(0.5, "k1", 1.0).merge(paced(1.0, "k2", 2.0))
+    assert ours.entries["k2"].points[(32,)] == [32.0, 32.0, 32.0, 10]  # 64 ms at 1.0 -> 32 at 0.5
+    assert ours.entries["k1"].points[(32,)][0] == 32.0
+    raw = table().merge(paced(1.0, "k2", 2.0))
+    assert raw.timing["metronome"]["ms"] == 1.0 and raw.entries["k2"].points[(32,)][0] == 64.0
+    p = tmp_path / "t.json"
+    bad = paced(0.5, "k1", 1.0)
+    bad.timing["metronome"]["ms"] = -1.0
+    p.write_text(json.dumps(bad.to_dict()))
+    with pytest.raises(TableError, match="metronome time -1.0"):
+        latency_tables.load(p)
+
+
 def test_fit_correction_recovers_a_linear_relation_and_reports_loo_error() -> None:
     rng = np.random.default_rng(0)
     s = rng.uniform(1, 10, 9)

@@ -350,8 +350,10 @@ def test_resolution_is_searched_and_the_engine_keeps_the_input_shape(tiny_table,
     table = latency_tables.load(tiny_table_at_8)
     native, low = _floor_ms(table, tiny()), _floor_ms(table, Resized(tiny(), 8))
     assert low < native, f"the table predicts the 8x8 model's floor {low:.4g} ms no faster than 16x16's {native:.4g}"
+    # no safety margin: the budgets sit between two floors of a 2-variant table profiled on a
+    # shared host, and the margin it states can exceed the gap (that is test_compile's business)
     kw = dict(calib_data=_batches(), eval_fn=_score, max_evaluations=3, verify_engines=False, progress=False,
-              resolutions=(8,))
+              resolutions=(8,), safety_margin=0.0)
     res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, (low + native) / 2, table=str(tiny_table_at_8),
                            out_dir=tmp_path / "a", **kw)
     t = res.report["targets"][target.name]
