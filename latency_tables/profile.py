@@ -215,7 +215,7 @@ def _paced(table: LatencyTable, target: Target, timing: Timing, reference_timing
     """How a profile times one block engine. On a host-clock target (ONNX Runtime), in turns
     with the metronome (time_pair, each engine `min_seconds` / 2 per round, so a block costs
     what it did alone) and scaled by the metronome's time in the table over its time beside the
-    block: a busy spell during one block's timing (this 2-core host ran the same engine 1.55x
+    block: a busy spell during one block's timing (a shared 2-core host ran the same engine 1.55x
     slower for seconds at a time) slows the metronome beside it as much, and is taken out, so
     the table's shape holds. The table's metronome time is measured once, by the profile that
     starts it, and every later profile of the table scales to it. A target with its own clock

@@ -236,10 +236,10 @@ class LatencyTable:
         diff = fingerprint_mismatch(self.fingerprint, other.fingerprint)
         if diff:
             raise TableError("cannot merge tables measured on different targets: " + "; ".join(diff))
-        if _metronome_ms(self.timing) is None and _metronome_ms(other.timing) is not None:
+        ours, theirs = _metronome_ms(self.timing), _metronome_ms(other.timing)
+        if ours is None and theirs is not None:
             self.timing["metronome"] = dict(other.timing["metronome"])
-        factor = _metronome_ms(self.timing) / _metronome_ms(other.timing) \
-            if _metronome_ms(self.timing) and _metronome_ms(other.timing) else 1.0
+        factor = ours / theirs if ours is not None and theirs is not None else 1.0
 
         def rescaled(points: dict[tuple[int, ...], list[float]]) -> dict[tuple[int, ...], list[float]]:
             return {p: [v * factor for v in s[:3]] + s[3:] for p, s in points.items()}
