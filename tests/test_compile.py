@@ -128,11 +128,19 @@ def test_compile_is_deterministic_for_a_seed(npz, table, tmp_path) -> None:
 
 
 def _foreign_table(table: Path, tmp_path: Path, scale: float, **fingerprint: object) -> Path:
-    """The table as if measured on another device: latencies scaled, fingerprint changed."""
+    """The table as if measured on another device: latencies scaled, fingerprint changed. The
+    empty-run overhead and the corrections' terms in ms (per weight MB, offset) scale with them,
+    so every prediction scales by `scale`: a negative offset left as it was once made the
+    unpruned model's prediction negative (the test then passed a budget of '-0.01ms')."""
     t = latency_tables.load(table)
     t.fingerprint.update(fingerprint)
+    t.overhead_ms *= scale
     for e in t.entries.values():
         e.points = {k: [v[0] * scale, v[1] * scale, v[2] * scale, v[3]] for k, v in e.points.items()}
+    for m in t.models.values():
+        if m.get("correction"):
+            c = m["correction"]["coef"]
+            m["correction"]["coef"] = [c[0], c[1] * scale, c[2] * scale]
     path = tmp_path / "foreign.json"
     t.save(path)
     return path

@@ -37,6 +37,27 @@ def test_random_widths_equal_masked_original(name, seed):
         assert n_params(pruned) < n_params(model)
 
 
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_the_pruned_model_shares_no_tensor_with_the_original(name):
+    """The rewrite lets its copy share the original's weights while it slices them; whatever no
+    rule replaced must be the copy's own at the end, so training the pruned model (or its BN
+    statistics, as AdaBN does) leaves the original, the distillation teacher, as it was."""
+    model, x = build(name)
+    gm = compiler.lower(model, x)
+    space = compiler.analyze(gm)
+    before = {k: v.clone() for k, v in gm.state_dict().items()}
+    ours = {t.untyped_storage().data_ptr() for t in gm.state_dict().values() if t.numel()}
+    for widths in (space.uniform_widths(1.0), random_widths(space, np.random.default_rng(0))):
+        pruned = compiler.rewrite(gm, space, widths)
+        assert not ours & {t.untyped_storage().data_ptr() for t in pruned.state_dict().values() if t.numel()}
+        pruned.train()(x)
+        with torch.no_grad():
+            for p in pruned.parameters():
+                p.mul_(2)
+    for k, v in gm.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+
+
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_gamma"])
 def test_each_importance_keeps_the_invariant(importance):
     model, x = build("residual")
