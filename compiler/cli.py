@@ -54,6 +54,7 @@ def _number(kind: type, low: float, strict: bool = False) -> Any:
 
 
 POSITIVE_INT, COUNT, NONNEG = _number(int, 1), _number(int, 0), _number(float, 0.0)
+POSITIVE_FLOAT = _number(float, 0.0, strict=True)
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -109,8 +110,10 @@ def _target_options(args: argparse.Namespace, name: str | None = None) -> dict[s
             opts["rpc"] = args.rpc
         if args.rpc_tracker:
             opts["rpc_tracker"], opts["rpc_key"] = args.rpc_tracker, args.rpc_key
-    elif args.rpc or args.rpc_tracker:
-        raise BadInputError(f"--rpc/--rpc-tracker only apply to TVM targets, not {name}")
+        if args.rpc_timeout is not None:
+            opts["rpc_timeout"] = args.rpc_timeout
+    elif args.rpc or args.rpc_tracker or args.rpc_timeout is not None:
+        raise BadInputError(f"--rpc/--rpc-tracker/--rpc-timeout only apply to TVM targets, not {name}")
     if name == "tensorrt":
         opts = {"precision": args.precision or "fp32"}
     elif name in ("cuda", "torch-cpu"):
@@ -136,6 +139,9 @@ def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--rpc", metavar="HOST:PORT", help="time on a TVM RPC server (TVM targets)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="time on a free device of --rpc-key from this tracker")
     p.add_argument("--rpc-key", default="latprune", help="device key on the tracker")
+    p.add_argument("--rpc-timeout", type=POSITIVE_FLOAT, metavar="SECONDS",
+                   help="give up on a server or tracker that has not handed out a session by then, "
+                        "waiting for a busy board included (default 600)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                    help="tensorrt (default fp32), cuda (default fp16) and torch-cpu (default fp32) precision")
     p.add_argument("--channel-step", type=_step, metavar="N",
@@ -378,7 +384,7 @@ def parser() -> argparse.ArgumentParser:
                    help="also profile the model behind an input resize to each of these sizes (compile --resolutions)")
     p.add_argument("--name", help="model name recorded in the table")
     p.add_argument("--force", action="store_true", help="use/overwrite a table of another fingerprint")
-    p.add_argument("--save-every", type=_number(float, 0.0, strict=True), default=5.0, metavar="SECONDS",
+    p.add_argument("--save-every", type=POSITIVE_FLOAT, default=5.0, metavar="SECONDS",
                    help="checkpoint the table this often (an interrupted profile resumes from it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

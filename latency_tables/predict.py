@@ -91,6 +91,7 @@ class Predictor:
         self.off_step_error_pct = table.models.get(self.key, {}).get("off_step_error_pct")
         self.noise_pct = profile_noise_pct(table.models.get(self.key, {}))
         self.channel_step = table.channel_step
+        self.overhead_ms = table.overhead_ms
 
     def _values(self, widths: Widths | None) -> list[list[int]]:
         counts = self.counter.counts(self.counter.vector(self.space.resolve(widths)))
@@ -159,7 +160,16 @@ class Predictor:
         return float(min(P90_PER_MEDIAN * loo["loo_median_abs"], loo["loo_max_abs"]))
 
     def __call__(self, widths: Widths | None = None) -> float:
-        return corrected(self.features(widths), self.coef, self.fallback_scale)
+        """Predicted ms; refused below the engine's empty run, which no engine beats: a linear
+        correction with a negative offset, taken far below the variants it was fitted on, can
+        otherwise return a small or negative number with full confidence."""
+        ms = corrected(self.features(widths), self.coef, self.fallback_scale)
+        if not ms >= self.overhead_ms:
+            raise TableError(f"the table predicts {ms:.4f} ms for these widths, below an empty engine run "
+                             f"({self.overhead_ms:.4f} ms): they lie far below the variants this model's "
+                             "correction was fitted on; profile this model again (`latprune profile`) with "
+                             "widths this small among its variants")
+        return ms
 
 
 def corrected(features: np.ndarray, coef: np.ndarray, fallback_scale: float = 1.0) -> np.ndarray | float:

@@ -284,8 +284,12 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
 def contradiction(predict: Predictor) -> str | None:
     """compiler.core.budget.contradiction for a model's predictor. Seen when a profile shared the
     machine with other jobs: every budget under the unpruned latency would then be refused as
-    infeasible, so it is better said now than at the next build."""
-    return floor_contradiction(predict(predict.space.floor_widths()), predict(None))
+    infeasible, so it is better said now than at the next build. A prediction the table refuses
+    (below an empty engine run) is said the same way: the profile is kept either way."""
+    try:
+        return floor_contradiction(predict(predict.space.floor_widths()), predict(None))
+    except TableError as exc:
+        return str(exc)
 
 
 def fit_model(record: dict[str, Any]) -> None:

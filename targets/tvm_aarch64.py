@@ -16,7 +16,7 @@ from typing import Any
 from compiler.core.atomic import atomic_path
 
 from .base import Artifact, LatencyStats, TargetError, TargetUnavailable, Timing
-from .tvm_llvm import TvmLlvm, _worker_init
+from .tvm_llvm import RPC_TIMEOUT_S, TvmLlvm, _worker_init
 
 CROSS_CC = "aarch64-linux-gnu-gcc"
 
@@ -28,8 +28,8 @@ class TvmAarch64(TvmLlvm):
 
     def __init__(self, threads: int = 1, trials: int = 16, work_dir: str | os.PathLike | None = None,
                  rpc: str | None = None, rpc_tracker: str | None = None, rpc_key: str = "latprune",
-                 mcpu: str = "cortex-a72") -> None:
-        super().__init__(threads, trials, work_dir, rpc, rpc_tracker, rpc_key, mcpu)
+                 mcpu: str = "cortex-a72", rpc_timeout: float = RPC_TIMEOUT_S) -> None:
+        super().__init__(threads, trials, work_dir, rpc, rpc_tracker, rpc_key, mcpu, rpc_timeout)
         if shutil.which(CROSS_CC) is None:
             raise TargetUnavailable(f"{CROSS_CC} is not installed; apt-get install gcc-aarch64-linux-gnu")
         self.channel_step = 8  # NEON holds 4 fp32 lanes; kernels unroll two vectors

@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from compiler.core.lower import as_inputs
 from . import _fast_inspect
 from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive,
                    as_numpy, check_threads, cpu_name, cpu_simd)
+
+# To get a session, including the wait for a free board: a board serves one session at a
+# time, so a second build queues at the tracker (or in the server's backlog) until the first ends.
+RPC_TIMEOUT_S = 600.0
 
 
 def _tvm() -> Any:
@@ -46,7 +51,7 @@ class TvmLlvm(Target):
 
     def __init__(self, threads: int = 1, trials: int = 16, work_dir: str | os.PathLike | None = None,
                  rpc: str | None = None, rpc_tracker: str | None = None, rpc_key: str = "latprune",
-                 mcpu: str | None = None) -> None:
+                 mcpu: str | None = None, rpc_timeout: float = RPC_TIMEOUT_S) -> None:
         self.threads = check_threads(threads)
         os.environ.setdefault("TVM_NUM_THREADS", str(self.threads))
         tvm = _tvm()
@@ -55,6 +60,9 @@ class TvmLlvm(Target):
         self.trials = trials
         self.work_dir = Path(work_dir) if work_dir else Path("build") / "tvm_tuning" / self.name
         self.rpc, self.rpc_tracker, self.rpc_key = rpc, rpc_tracker, rpc_key
+        if not rpc_timeout > 0:
+            raise TargetError(f"rpc_timeout must be > 0 seconds, got {rpc_timeout}")
+        self.rpc_timeout = float(rpc_timeout)
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()  # -mcpu=native falls back silently
         self.channel_step = 16 if cpu_simd() == "avx512f" else 8
         self._session: Any = None
@@ -261,22 +269,31 @@ class TvmLlvm(Target):
     # ---- RPC ---------------------------------------------------------------------------
     def session(self) -> Any:
         """One RPC session per target: a direct server, or whichever device of the key the
-        tracker hands out (a device farm is more servers under one key)."""
+        tracker hands out (a device farm is more servers under one key). Getting it has a
+        deadline: TVM's connect has none, and a board that accepts and never answers (a hung
+        server, a session stuck in its handshake) would hold a build and its CI job forever."""
         if self._session is None:
             from tvm import rpc
 
-            try:
+            where = f"{'tracker' if self.rpc_tracker else 'server'} at {self.rpc_tracker or self.rpc}"
+
+            def connect() -> Any:
                 if self.rpc_tracker:
                     host, port = _addr(self.rpc_tracker)
-                    self._session = rpc.connect_tracker(host, port).request(self.rpc_key, priority=1,
-                                                                            session_timeout=0)
-                else:
-                    host, port = _addr(self.rpc)
-                    self._session = rpc.connect(host, port)
+                    return rpc.connect_tracker(host, port).request(self.rpc_key, priority=1, session_timeout=0)
+                host, port = _addr(self.rpc)
+                return rpc.connect(host, port)
+
+            try:
+                self._session = _within(self.rpc_timeout, connect)
+            except TimeoutError:
+                busy = f" (or every device of key {self.rpc_key!r} stayed busy)" if self.rpc_tracker else ""
+                raise TargetError(f"the TVM RPC {where} gave no session within {self.rpc_timeout:g} s{busy}; "
+                                  "check that its server answers (restart `python -m tvm.exec.rpc_server` on "
+                                  "the device), or allow longer with --rpc-timeout") from None
             except Exception as exc:
-                where = self.rpc_tracker or self.rpc
-                raise TargetError(f"cannot reach the TVM RPC {'tracker' if self.rpc_tracker else 'server'} at "
-                                  f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; start "
+                raise TargetError(f"cannot reach the TVM RPC {where}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; start "
                                   "`python -m tvm.exec.rpc_server` on the device (or check the address)") from None
         return self._session
 
@@ -300,6 +317,28 @@ class TvmLlvm(Target):
     def close(self) -> None:
         self._session = None
         self._device_info = None
+
+
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """call()'s result, or TimeoutError once `seconds` pass. The call runs on a daemon thread
+    (TVM's FFI lets go of the GIL while it blocks on a socket), which is left parked there on
+    a timeout: the process can still exit, and nothing else holds that connection."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="latprune-rpc-connect", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(seconds)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from targets.base import TargetError
 pytestmark = [pytest.mark.tvm, pytest.mark.arm_emulator, pytest.mark.slow]
 EMULATOR = [sys.executable, str(ROOT / "tools" / "arm_emulator.py")]
 KEY = "latprune-test-emu"
+RPC_TIMEOUT_S = 180  # a session the board never answers fails the test instead of holding CI
 
 
 def _free_port() -> int:
@@ -56,7 +57,7 @@ def arm(board, tmp_path) -> Iterator[Callable[..., targets.Target]]:
 
     def make(trials: int = 0) -> targets.Target:
         made.append(targets.get("tvm-aarch64", trials=trials, rpc_tracker=board, rpc_key=KEY,
-                                work_dir=tmp_path / "db"))
+                                rpc_timeout=RPC_TIMEOUT_S, work_dir=tmp_path / "db"))
         return made[-1]
 
     yield make
@@ -113,7 +114,8 @@ def test_compile_verifies_outputs_on_the_emulated_board(board, tmp_path) -> None
     (xt, yt), (xv, yv) = split_train()
     np.savez(npz, x=xt[:600].numpy(), y=yt[:600].numpy(), x_val=xv[:200].numpy(), y_val=yv[:200].numpy())
     base = ["compile", MODEL, "--input-shape", SHAPE, "--data", str(npz), "--target", "tvm-aarch64", "--trials", "0",
-            "--rpc-tracker", board, "--rpc-key", KEY, "--evaluations", "4", "--budget", "0.7x", "--quiet"]
+            "--rpc-tracker", board, "--rpc-key", KEY, "--rpc-timeout", str(RPC_TIMEOUT_S), "--evaluations", "4",
+            "--budget", "0.7x", "--quiet"]
     no_table = latprune(*base, "--out", str(tmp_path / "o1"))
     assert no_table.returncode == 2 and "emulated" in no_table.stderr and "--table" in no_table.stderr
     r = latprune(*base, "--out", str(tmp_path / "o2"), "--table", str(SHIPPED), "--force", "--json")  # x86's table
@@ -125,7 +127,8 @@ def test_compile_verifies_outputs_on_the_emulated_board(board, tmp_path) -> None
     assert v["outputs_match"] and v["output_max_rel_error"] < 1e-4 and "measured_ms" not in v and v["not_timed"]
     assert Path(t["files"]["engine"]).read_bytes()[:4] == b"\x7fELF"
     prof = latprune("profile", MODEL, "--input-shape", SHAPE, "--target", "tvm-aarch64", "--trials", "0",
-                    "--rpc-tracker", board, "--rpc-key", KEY, "--out", str(tmp_path / "t.json"))
+                    "--rpc-tracker", board, "--rpc-key", KEY, "--rpc-timeout", str(RPC_TIMEOUT_S),
+                    "--out", str(tmp_path / "t.json"))
     assert prof.returncode == 2 and "emulated" in prof.stderr and not (tmp_path / "t.json").exists()
 
 

@@ -130,6 +130,7 @@ def cases(d: Path, table: Path) -> dict[str, tuple[list[str], int, str]]:
         "profile a huge input": (["profile", TINY, "--input-shape", "1,3,10000,10000", "--out", str(d / "t.json"),
                                   "--quiet"], 2, "needs about"),
         "rpc for onnxruntime": (compile_args(good, table, out, "--rpc", "127.0.0.1:9"), 2, "only apply to TVM"),
+        "rpc timeout for onnxruntime": (compile_args(good, table, out, "--rpc-timeout", "5"), 2, "only apply to TVM"),
         "aarch64 with no device": (compile_args(good, table, out, "--target", "tvm-aarch64", "--table", str(table)),
                                    2, "ARM device"),
         "model module missing": (compile_args(good, table, out)[:1] + ["no_such_mod:f"] + compile_args(good, table, out)[2:],
@@ -176,7 +177,8 @@ def test_malformed_inputs_get_one_clear_line_and_change_nothing(table, tmp_path,
 
 
 NUMERIC = ["--threads", "--trials", "--batch-size", "--adabn-batches", "--eval-images", "--finetune-epochs",
-           "--evaluations", "--tolerance", "--sparsity-train", "--sparsity", "--steps", "--step-epochs"]
+           "--evaluations", "--tolerance", "--sparsity-train", "--sparsity", "--steps", "--step-epochs",
+           "--rpc-timeout"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -228,6 +228,22 @@ def test_a_table_that_predicts_the_floor_no_faster_than_the_model_is_named_when_
         _profile_tiny(tmp_path / "t.json")
 
 
+def test_a_prediction_below_an_empty_engine_run_is_refused_not_returned() -> None:
+    """A correction's negative offset outweighing the block sum (far below the variants it was
+    fitted on) would make a confident negative latency; the table says why instead."""
+    model, x = resnet20().eval(), torch.zeros(1, 3, 32, 32)
+    table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
+    pred = table.predictor(model, x)
+    full_sum = float(pred.features()[0])
+    assert pred() > table.overhead_ms
+    table.models[pred.key]["correction"] = {"form": "scale+offset", "coef": [1.0, 0.0, -1.5 * full_sum]}
+    with pytest.raises(latency_tables.TableError, match="below an empty engine run.*profile this model again"):
+        table.predictor(model, x)()
+    with pytest.raises(latency_tables.TableError, match="below an empty engine run"):
+        table.predict(model, x)
+    assert "below an empty engine run" in contradiction(table.predictor(model, x))  # a profile warns, keeps it
+
+
 def _profile_tiny(out: Path) -> None:
     """A quick profile of the tiny model with its self-checks (a profile's warnings)."""
     tgt = targets.get("onnxruntime-cpu", threads=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -236,6 +237,24 @@ def test_tvm_rpc_unreachable_server_is_a_clear_error(tmp_path) -> None:
     tgt = targets.get("tvm-llvm", trials=0, rpc=f"127.0.0.1:{free_port()}", work_dir=tmp_path)
     with pytest.raises(targets.TargetError, match="cannot reach the TVM RPC server"):
         tgt.build(small_net(), torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("via", ["rpc", "rpc_tracker"])
+def test_a_board_that_accepts_and_never_answers_is_a_clear_error_not_a_hang(via, tmp_path) -> None:
+    """TVM's connect has no deadline; a server that takes the connection and says nothing
+    (a hung board) must not hold a build forever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        tgt = targets.get("tvm-llvm", trials=0, work_dir=tmp_path, rpc_timeout=2,
+                          **{via: f"127.0.0.1:{silent.getsockname()[1]}"})
+        start = time.monotonic()
+        with pytest.raises(targets.TargetError, match="gave no session within 2 s.*--rpc-timeout"):
+            tgt.session()
+        assert time.monotonic() - start < 30
+    with pytest.raises(targets.TargetError, match="rpc_timeout must be > 0"):
+        targets.get("tvm-llvm", trials=0, rpc="127.0.0.1:1", rpc_timeout=0)
 
 
 @pytest.mark.tvm
