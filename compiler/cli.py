@@ -140,8 +140,8 @@ def _add_target_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="time on a free device of --rpc-key from this tracker")
     p.add_argument("--rpc-key", default="latprune", help="device key on the tracker")
     p.add_argument("--rpc-timeout", type=POSITIVE_FLOAT, metavar="SECONDS",
-                   help="give up on a server or tracker that has not handed out a session by then, "
-                        "waiting for a busy board included (default 600)")
+                   help="give up on a TVM RPC device that has not answered by then: for a session (the wait "
+                        "for a busy board included) and for each call in it (default 600)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                    help="tensorrt (default fp32), cuda (default fp16) and torch-cpu (default fp32) precision")
     p.add_argument("--channel-step", type=_step, metavar="N",

@@ -28,8 +28,9 @@ from . import _fast_inspect
 from .base import (Artifact, LatencyStats, Target, TargetError, TargetUnavailable, Timing, adaptive,
                    as_numpy, check_threads, cpu_name, cpu_simd)
 
-# To get a session, including the wait for a free board: a board serves one session at a
-# time, so a second build queues at the tracker (or in the server's backlog) until the first ends.
+# For a session, including the wait for a free board (a board serves one session at a time, so a
+# second build queues at the tracker, or in the server's backlog, until the first ends), and for
+# each call in it.
 RPC_TIMEOUT_S = 600.0
 
 
@@ -234,15 +235,18 @@ class TvmLlvm(Target):
             with tempfile.TemporaryDirectory() as d:
                 lib = Path(d) / "model.so"
                 self.export(ex, lib)
-                sess.upload(str(lib))
-            rexec = sess.load_module("model.so")
-            dev = sess.cpu()
-            vm = relax.VirtualMachine(rexec, dev)
+                self._on_board("uploading the engine", lambda: sess.upload(str(lib)))
+
+            def load() -> tuple[Any, Any]:
+                dev = sess.cpu()
+                return relax.VirtualMachine(sess.load_module("model.so"), dev), dev
+
+            vm, dev = self._on_board("loading the engine", load)
         else:
             dev = tvm.cpu()
             vm = relax.VirtualMachine(ex, dev)
-        args = [tvm.runtime.tensor(a, dev) for a in (*inputs, *params)]
-        vm.set_input("main", *args)
+        self._on_board("sending the inputs and weights",
+                       lambda: vm.set_input("main", *[tvm.runtime.tensor(a, dev) for a in (*inputs, *params)]))
         return Artifact(self.name, (vm, dev), inputs, files, {"n_inputs": len(inputs)})
 
     # ---- run and time ------------------------------------------------------------------
@@ -252,9 +256,13 @@ class TvmLlvm(Target):
         vm, dev = artifact.handle
         if inputs is not None:
             raise TargetError("tvm targets run on the inputs they were built with; rebuild for new inputs")
-        vm.invoke_stateful("main")
-        out = vm.get_outputs("main")
-        return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
+
+        def run() -> list[np.ndarray]:
+            vm.invoke_stateful("main")
+            out = vm.get_outputs("main")
+            return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
+
+        return self._on_board("running the engine", run)
 
     def measure(self, artifact: Artifact, timing: Timing = Timing()) -> LatencyStats:
         """TVM's own evaluator (on the device, no Python in the loop): `min_runs` repeats of at
@@ -262,9 +270,10 @@ class TvmLlvm(Target):
         vm, dev = artifact.handle
         per_repeat_ms = max(1, int(timing.min_seconds * 1000 / max(timing.min_runs, 1)))
         self.run(artifact)  # warm-up (also loads the module on a remote device)
-        evaluate = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=timing.min_runs,
-                                     min_repeat_ms=per_repeat_ms)
-        return adaptive(lambda: [t * 1e3 for t in evaluate("main").results], timing)
+        evaluate = self._on_board("timing the engine", lambda: vm.time_evaluator(
+            "invoke_stateful", dev, number=1, repeat=timing.min_runs, min_repeat_ms=per_repeat_ms))
+        return adaptive(lambda: self._on_board("timing the engine",
+                                               lambda: [t * 1e3 for t in evaluate("main").results]), timing)
 
     # ---- RPC ---------------------------------------------------------------------------
     def session(self) -> Any:
@@ -297,6 +306,20 @@ class TvmLlvm(Target):
                                   "`python -m tvm.exec.rpc_server` on the device (or check the address)") from None
         return self._session
 
+    def _on_board(self, what: str, call: Callable[[], Any]) -> Any:
+        """call(), under the session's deadline when it talks to a remote device: a board that
+        stops answering mid-session (frozen, or its network gone without a reset) fails the
+        build, and the session is dropped, instead of holding the build forever."""
+        if not self.remote:
+            return call()
+        try:
+            return _within(self.rpc_timeout, call)
+        except TimeoutError:
+            self.close()
+            raise TargetError(f"the device behind the TVM RPC {'tracker' if self.rpc_tracker else 'server'} at "
+                              f"{self.rpc_tracker or self.rpc} stopped answering while {what} (no reply in "
+                              f"{self.rpc_timeout:g} s); check the board, or allow longer with --rpc-timeout") from None
+
     def device_info(self) -> dict[str, Any]:
         """What the remote device declares of itself: tools/arm_rpc_server.py declares an
         emulated board; a plain TVM RPC server (a real board) declares nothing."""
@@ -304,7 +327,8 @@ class TvmLlvm(Target):
             return {}
         if self._device_info is None:
             try:
-                info = json.loads(self.session().get_function("latprune.device_info")())
+                ask = self.session().get_function  # resolves the name on the device, so under the deadline
+                info = json.loads(self._on_board("asking what it is", lambda: ask("latprune.device_info")()))
                 self._device_info = info if isinstance(info, dict) else {}
             except (AttributeError, ValueError):  # no such function there: an ordinary server
                 self._device_info = {}

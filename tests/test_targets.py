@@ -2,6 +2,7 @@
 127.0.0.1, an aarch64 cross-compiled library, and TensorRT where a GPU allows."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import time
@@ -255,6 +256,35 @@ def test_a_board_that_accepts_and_never_answers_is_a_clear_error_not_a_hang(via,
         assert time.monotonic() - start < 30
     with pytest.raises(targets.TargetError, match="rpc_timeout must be > 0"):
         targets.get("tvm-llvm", trials=0, rpc="127.0.0.1:1", rpc_timeout=0)
+
+
+@pytest.mark.tvm
+def test_a_board_that_freezes_mid_session_is_a_clear_error_not_a_hang(tmp_path) -> None:
+    """A real TVM RPC server, stopped (SIGSTOP, with the session it forked) after the engine is
+    on it: running the engine fails within the deadline and names the server."""
+    import psutil
+    from tvm import rpc
+
+    server = rpc.Server(host="127.0.0.1", **ports())
+    frozen: list[psutil.Process] = []
+    try:
+        tgt = targets.get("tvm-llvm", trials=0, rpc=f"127.0.0.1:{server.port}", rpc_timeout=5,
+                          work_dir=tmp_path / "db")
+        art = tgt.build(small_net(), torch.randn(1, 3, 8, 8))
+        root = psutil.Process(server.proc._proc.pid)
+        frozen = [root, *root.children(recursive=True)]
+        for p in frozen:
+            p.suspend()
+        start = time.monotonic()
+        with pytest.raises(targets.TargetError, match=f"127.0.0.1:{server.port} stopped answering while running "
+                                                      "the engine .no reply in 5 s.*--rpc-timeout"):
+            tgt.run(art)
+        assert time.monotonic() - start < 30
+    finally:
+        for p in frozen:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.resume()
+        server.terminate()
 
 
 @pytest.mark.tvm
