@@ -325,18 +325,32 @@ _FORMS = {"scale": [0], "scale+offset": [0, 2], "scale+weights+offset": [0, 1, 2
 
 def fit_correction(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
     """measured ~ x @ coef over the features [block sum, weight MB, 1]. Each form with enough
-    variants is scored by leave-one-out relative error; the best is kept with its errors."""
-    best: tuple[float, np.ndarray, str, np.ndarray] | None = None
+    variants is scored by leave-one-out relative error and the best is kept. The errors
+    returned are those of the whole rule, the form chosen again without the left-out variant
+    (nested): the chosen form's own leave-one-out errors were what chose it, so they flatter
+    it (on the stored fits, a median error of 2.0% became 3.2% on resnet20@32)."""
+    coef, form = _pick(x, y)
+    if len(y) < 2:  # one variant: its own residual is all there is
+        return coef, form, np.abs(x @ coef - y) / y * 100
+    keep = [np.arange(len(y)) != i for i in range(len(y))]
+    nested = np.array([abs(x[i] @ _pick(x[k], y[k])[0] - y[i]) / y[i] * 100 for i, k in enumerate(keep)])
+    return coef, form, nested
+
+
+def _pick(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
+    """The form with the lowest median leave-one-out error, fit on all of x, y; a bigger form
+    must beat a smaller one by 20% to earn its parameters."""
+    best: tuple[float, np.ndarray, str] | None = None
     for form, cols in _FORMS.items():
         if len(y) < len(cols) + 2 and form != "scale":
             continue
-        loo = np.array([_rel_err(x, y, cols, i) for i in range(len(y))]) if len(y) > 1 else \
+        loo = [_rel_err(x, y, cols, i) for i in range(len(y))] if len(y) > 1 else \
             np.abs(_solve(x, y, cols) @ x.T - y) / y * 100
         score = float(np.median(loo))
-        if best is None or score < 0.8 * best[0]:  # a bigger form must earn its parameters
-            best = (score, _solve(x, y, cols), form, loo)
+        if best is None or score < 0.8 * best[0]:
+            best = (score, _solve(x, y, cols), form)
     assert best is not None
-    return best[1], best[2], best[3]
+    return best[1], best[2]
 
 
 def fit_fallback(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> tuple[float, np.ndarray]:

@@ -295,7 +295,7 @@ class TvmLlvm(Target):
 
             try:
                 self._session = _within(self.rpc_timeout, connect)
-            except TimeoutError:
+            except _NoReply:
                 busy = f" (or every device of key {self.rpc_key!r} stayed busy)" if self.rpc_tracker else ""
                 raise TargetError(f"the TVM RPC {where} gave no session within {self.rpc_timeout:g} s{busy}; "
                                   "check that its server answers (restart `python -m tvm.exec.rpc_server` on "
@@ -314,7 +314,7 @@ class TvmLlvm(Target):
             return call()
         try:
             return _within(self.rpc_timeout, call)
-        except TimeoutError:
+        except _NoReply:
             self.close()
             raise TargetError(f"the device behind the TVM RPC {'tracker' if self.rpc_tracker else 'server'} at "
                               f"{self.rpc_tracker or self.rpc} stopped answering while {what} (no reply in "
@@ -343,8 +343,12 @@ class TvmLlvm(Target):
         self._device_info = None
 
 
+class _NoReply(Exception):
+    """_within's deadline passed (not a TimeoutError: a socket's own timeout inside the call is one)."""
+
+
 def _within(seconds: float, call: Callable[[], Any]) -> Any:
-    """call()'s result, or TimeoutError once `seconds` pass. The call runs on a daemon thread
+    """call()'s result, or _NoReply once `seconds` pass. The call runs on a daemon thread
     (TVM's FFI lets go of the GIL while it blocks on a socket), which is left parked there on
     a timeout: the process can still exit, and nothing else holds that connection."""
     box: dict[str, Any] = {}
@@ -359,7 +363,7 @@ def _within(seconds: float, call: Callable[[], Any]) -> Any:
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise TimeoutError(seconds)
+        raise _NoReply(seconds)
     if "error" in box:
         raise box["error"]
     return box["value"]

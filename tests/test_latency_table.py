@@ -233,6 +233,26 @@ def test_fit_correction_recovers_a_linear_relation_and_reports_loo_error() -> No
     assert form == "scale" and coef[0] == pytest.approx(1.1)
 
 
+def test_the_correction_s_errors_are_those_of_the_whole_rule_form_choice_included() -> None:
+    """Each reported error is the left-out variant's error under the rule refit without it, the
+    form chosen again: the chosen form's own leave-one-out errors chose it and flatter it."""
+    from latency_tables.profile import _FORMS, _rel_err
+
+    rng = np.random.default_rng(3)
+    flattered = 0
+    for _ in range(20):
+        s, w = rng.uniform(1, 10, 10), rng.uniform(0, 5, 10)
+        x = np.stack([s, w, np.ones_like(s)], 1)
+        y = s * rng.normal(1.0, 0.08, 10) + 0.3
+        coef, form, errors = fit_correction(x, y)
+        for i in range(len(y)):
+            k = np.arange(len(y)) != i
+            assert errors[i] == pytest.approx(abs(x[i] @ fit_correction(x[k], y[k])[0] - y[i]) / y[i] * 100)
+        own = np.array([_rel_err(x, y, _FORMS[form], i) for i in range(len(y))])
+        flattered += bool(np.median(own) < np.median(errors) - 1e-9)
+    assert flattered > 0  # the form's own errors would have understated some of these fits
+
+
 def test_the_fallback_kernels_scale_is_fit_on_off_step_variants_with_the_correction_kept() -> None:
     """Blocks on the fallback kernels cost more in the graph than alone (reorders around them):
     their sum's scale is learnt from the off-step variants, leave-one-out errors reported; a
