@@ -298,9 +298,8 @@ def fit_model(record: dict[str, Any]) -> None:
     its ratio to the unpruned model timed beside it, on one scale: the unpruned model's median
     time beside the on-step variants. Each group on its own median (as before) let a busy spell
     during the off-step variants (1.3x on a 2-core host) pass into the fallback scale whole."""
-    scale_ms = float(np.median([v["unpruned_beside_ms"] for v in record["variants"]]))
-    x, y = _relative(record["variants"], scale_ms)
-    coef, form, loo = fit_correction(x[:, :3], y - x[:, 3])
+    scale_ms, x, y = correction_data(record)
+    coef, form, loo = fit_correction(x, y)
     record["correction"] = {"form": form, "coef": [round(float(c), 8) for c in coef]}
     record["fit_error_pct"] = {"loo_median_abs": round(float(np.median(loo)), 3),
                                "loo_max_abs": round(float(np.max(loo)), 3)}
@@ -310,6 +309,15 @@ def fit_model(record: dict[str, Any]) -> None:
         record["correction"]["fallback_scale"] = round(scale, 6)
         record["off_step_error_pct"] = {"median_abs": round(float(np.median(err)), 3),
                                         "max_abs": round(float(np.max(err)), 3), "n": int(len(err))}
+
+
+def correction_data(record: dict[str, Any]) -> tuple[float, np.ndarray, np.ndarray]:
+    """What the correction is fitted on: the scale (the unpruned model's median time beside
+    the on-step variants), their features [block sum, weight MB, 1], and their measured ms on
+    that scale less the fourth feature (the fallback kernels' sum, which fit_fallback scales)."""
+    scale_ms = float(np.median([v["unpruned_beside_ms"] for v in record["variants"]]))
+    x, y = _relative(record["variants"], scale_ms)
+    return scale_ms, x[:, :3], y - x[:, 3]
 
 
 def _relative(variants: list[dict[str, Any]], scale_ms: float) -> tuple[np.ndarray, np.ndarray]:

@@ -85,7 +85,7 @@ class TvmAarch64(TvmLlvm):
         if artifact.handle is None:
             self.run(artifact)  # raises: says how to attach a device
         if self.emulated:
-            raise TargetError(f"the device behind {self.rpc_tracker or self.rpc} is emulated: its timings say "
+            raise TargetError(f"the device behind the TVM RPC {self.rpc_where} is emulated: its timings say "
                               "nothing about a real board; profile and time on the board (README, ARM boards)")
         return super().measure(artifact, timing)
 

@@ -284,8 +284,6 @@ class TvmLlvm(Target):
         if self._session is None:
             from tvm import rpc
 
-            where = f"{'tracker' if self.rpc_tracker else 'server'} at {self.rpc_tracker or self.rpc}"
-
             def connect() -> Any:
                 if self.rpc_tracker:
                     host, port = _addr(self.rpc_tracker)
@@ -297,14 +295,19 @@ class TvmLlvm(Target):
                 self._session = _within(self.rpc_timeout, connect)
             except _NoReply:
                 busy = f" (or every device of key {self.rpc_key!r} stayed busy)" if self.rpc_tracker else ""
-                raise TargetError(f"the TVM RPC {where} gave no session within {self.rpc_timeout:g} s{busy}; "
+                raise TargetError(f"the TVM RPC {self.rpc_where} gave no session within {self.rpc_timeout:g} s{busy}; "
                                   "check that its server answers (restart `python -m tvm.exec.rpc_server` on "
                                   "the device), or allow longer with --rpc-timeout") from None
             except Exception as exc:
-                raise TargetError(f"cannot reach the TVM RPC {where}: "
+                raise TargetError(f"cannot reach the TVM RPC {self.rpc_where}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; start "
                                   "`python -m tvm.exec.rpc_server` on the device (or check the address)") from None
         return self._session
+
+    @property
+    def rpc_where(self) -> str:
+        """Which RPC endpoint this target talks to, for messages."""
+        return f"{'tracker' if self.rpc_tracker else 'server'} at {self.rpc_tracker or self.rpc}"
 
     def _on_board(self, what: str, call: Callable[[], Any]) -> Any:
         """call(), under the session's deadline when it talks to a remote device: a board that
@@ -316,9 +319,9 @@ class TvmLlvm(Target):
             return _within(self.rpc_timeout, call)
         except _NoReply:
             self.close()
-            raise TargetError(f"the device behind the TVM RPC {'tracker' if self.rpc_tracker else 'server'} at "
-                              f"{self.rpc_tracker or self.rpc} stopped answering while {what} (no reply in "
-                              f"{self.rpc_timeout:g} s); check the board, or allow longer with --rpc-timeout") from None
+            raise TargetError(f"the device behind the TVM RPC {self.rpc_where} stopped answering while {what} "
+                              f"(no reply in {self.rpc_timeout:g} s); check the board, or allow longer with "
+                              "--rpc-timeout") from None
 
     def device_info(self) -> dict[str, Any]:
         """What the remote device declares of itself: tools/arm_rpc_server.py declares an
@@ -359,7 +362,7 @@ def _within(seconds: float, call: Callable[[], Any]) -> Any:
         except BaseException as exc:  # handed to the caller's thread below
             box["error"] = exc
 
-    thread = threading.Thread(target=run, name="latprune-rpc-connect", daemon=True)
+    thread = threading.Thread(target=run, name="latprune-rpc", daemon=True)
     thread.start()
     thread.join(seconds)
     if thread.is_alive():

@@ -6,6 +6,7 @@ wheels (~1 min) into the user cache; later runs reuse them."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 import torch.nn as nn
@@ -22,7 +24,10 @@ from compiler.data import split_train
 from helpers import MODEL, ROOT, SHAPE, SHIPPED, latprune, randomize_norms
 from targets.base import TargetError
 
-pytestmark = [pytest.mark.tvm, pytest.mark.arm_emulator, pytest.mark.slow]
+# Each test body takes 2-110 s here; 300 s stops one that hangs (meta-schedule's tuner waits on
+# the tracker with no deadline) before five of them could hold CI to its limit. The board's own
+# start (first run: ~1 min of downloads) is bounded by its fixture.
+pytestmark = [pytest.mark.tvm, pytest.mark.arm_emulator, pytest.mark.slow, pytest.mark.timeout(300, func_only=True)]
 EMULATOR = [sys.executable, str(ROOT / "tools" / "arm_emulator.py")]
 KEY = "latprune-test-emu"
 RPC_TIMEOUT_S = 180  # a session the board never answers fails the test instead of holding CI
@@ -41,12 +46,23 @@ def board() -> Iterator[str]:
     """An emulated board's tracker address, stopped after the module."""
     port = _free_port()
     r = subprocess.run([*EMULATOR, "up", "--port", str(port), "--key", KEY], capture_output=True, text=True,
-                       timeout=1200)
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     try:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([*EMULATOR, "down", "--port", str(port)], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def board_process(board) -> psutil.Process:
+    """The emulated server's process (qemu-user running the aarch64 Python), from the state
+    file tools/arm_emulator.py keeps beside its cache."""
+    spec = importlib.util.spec_from_file_location("arm_emulator", EMULATOR[1])
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    state = json.loads(tool._state_path(tool.default_cache(), int(board.rsplit(":", 1)[1])).read_text())
+    return psutil.Process(state["pids"][1])
 
 
 @pytest.fixture
@@ -93,7 +109,7 @@ def depthwise_cnn() -> nn.Module:
 
 
 @pytest.mark.parametrize("make", [plain_cnn, depthwise_cnn], ids=["plain", "depthwise"])
-def test_engine_runs_on_the_emulated_board_and_matches_torch(arm, make, tmp_path) -> None:
+def test_engine_runs_on_the_emulated_board_and_matches_torch(arm, board_process, make, tmp_path) -> None:
     model, x = make(), torch.randn(1, 3, 20, 20)
     tgt = arm()
     art = tgt.build(model, x, out_dir=tmp_path / "out")
@@ -105,6 +121,7 @@ def test_engine_runs_on_the_emulated_board_and_matches_torch(arm, make, tmp_path
     fp = tgt.fingerprint()
     assert fp["emulated"] is True and "emulated" in fp["device"]
     assert tgt.can_run and not tgt.can_measure
+    assert board_process.children() == []  # the open session is served in the board's process: no fork to hang
     with pytest.raises(TargetError, match="emulated"):
         tgt.measure(art)  # a timing under emulation would be a lie
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import latency_tables  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from latency_tables.predict import P90_PER_MEDIAN  # noqa: E402
-from latency_tables.profile import _FORMS, _rel_err, _relative, fit_correction  # noqa: E402
+from latency_tables.profile import _FORMS, _rel_err, correction_data, fit_correction  # noqa: E402
 
 
 def bound(errors: np.ndarray) -> float:
@@ -37,8 +37,7 @@ def main() -> None:
             variants = record.get("variants", [])
             if len(variants) < 3:
                 continue
-            x, y = _relative(variants, float(np.median([v["unpruned_beside_ms"] for v in variants])))
-            x, y = x[:, :3], y - x[:, 3]
+            _, x, y = correction_data(record)
             _, form, whole_rule = fit_correction(x, y)
             own = np.array([_rel_err(x, y, _FORMS[form], i) for i in range(len(y))])
             rows.append({"table": path.name, "model": record["name"], "variants": len(y), "form": form,
