@@ -273,7 +273,7 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
         ref, stats = target.measure_beside(target.build(small, inputs), full, timing)  # drift cancels
         done.append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
                      "unpruned_beside_ms": round(ref.median_ms, 6)})
-    fit_model(record)
+    fit_model(record, table.overhead_ms)
     fitted = Predictor(table, gm, inputs, space=space)
     for problem in (contradiction(fitted), noise_warning(record["name"], fitted.noise_pct)):
         if problem:
@@ -292,14 +292,15 @@ def contradiction(predict: Predictor) -> str | None:
         return str(exc)
 
 
-def fit_model(record: dict[str, Any]) -> None:
+def fit_model(record: dict[str, Any], empty_ms: float) -> None:
     """Fit a profiled model's end-to-end correction on its on-step variants, then the fallback
     kernels' scale on its off-step ones, in place, with their errors. Both see each variant as
     its ratio to the unpruned model timed beside it, on one scale: the unpruned model's median
     time beside the on-step variants. Each group on its own median (as before) let a busy spell
-    during the off-step variants (1.3x on a 2-core host) pass into the fallback scale whole."""
+    during the off-step variants (1.3x on a 2-core host) pass into the fallback scale whole.
+    `empty_ms` is the table's empty engine run, which the scale-only form adds to the block sum."""
     scale_ms, x, y = correction_data(record)
-    coef, form, loo = fit_correction(x, y)
+    coef, form, loo = fit_correction(x, y, empty_ms)
     record["correction"] = {"form": form, "coef": [round(float(c), 8) for c in coef]}
     record["fit_error_pct"] = {"loo_median_abs": round(float(np.median(loo)), 3),
                                "loo_max_abs": round(float(np.max(loo)), 3)}
@@ -331,32 +332,36 @@ def _relative(variants: list[dict[str, Any]], scale_ms: float) -> tuple[np.ndarr
 _FORMS = {"scale": [0], "scale+offset": [0, 2], "scale+weights+offset": [0, 1, 2]}
 
 
-def fit_correction(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
+def fit_correction(x: np.ndarray, y: np.ndarray, empty_ms: float = 0.0) -> tuple[np.ndarray, str, np.ndarray]:
     """measured ~ x @ coef over the features [block sum, weight MB, 1]. Each form with enough
-    variants is scored by leave-one-out relative error and the best is kept. The errors
+    variants is scored by leave-one-out relative error and the best is kept. A form without a
+    fitted offset scales the block sum plus the empty engine run `empty_ms` (in the table's
+    time, as the blocks are): every engine pays that run, and a scale through the origin put a
+    25 us variant of a 70 us model 30% low (its blocks, each timed less that run, sum to a
+    smaller share of the model than its time). The errors
     returned are those of the whole rule, the form chosen again without the left-out variant
     (nested): the chosen form's own leave-one-out errors were what chose it, so they flatter
     it (on the stored fits, a median error of 2.0% became 3.2% on resnet20@32)."""
-    coef, form = _pick(x, y)
+    coef, form = _pick(x, y, empty_ms)
     if len(y) < 2:  # one variant: its own residual is all there is
         return coef, form, np.abs(x @ coef - y) / y * 100
     keep = [np.arange(len(y)) != i for i in range(len(y))]
-    nested = np.array([abs(x[i] @ _pick(x[k], y[k])[0] - y[i]) / y[i] * 100 for i, k in enumerate(keep)])
+    nested = np.array([abs(x[i] @ _pick(x[k], y[k], empty_ms)[0] - y[i]) / y[i] * 100 for i, k in enumerate(keep)])
     return coef, form, nested
 
 
-def _pick(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
+def _pick(x: np.ndarray, y: np.ndarray, empty_ms: float) -> tuple[np.ndarray, str]:
     """The form with the lowest median leave-one-out error, fit on all of x, y; a bigger form
     must beat a smaller one by 20% to earn its parameters."""
     best: tuple[float, np.ndarray, str] | None = None
     for form, cols in _FORMS.items():
         if len(y) < len(cols) + 2 and form != "scale":
             continue
-        loo = [_rel_err(x, y, cols, i) for i in range(len(y))] if len(y) > 1 else \
-            np.abs(_solve(x, y, cols) @ x.T - y) / y * 100
+        loo = [_rel_err(x, y, cols, i, empty_ms) for i in range(len(y))] if len(y) > 1 else \
+            np.abs(_solve(x, y, cols, empty_ms) @ x.T - y) / y * 100
         score = float(np.median(loo))
         if best is None or score < 0.8 * best[0]:
-            best = (score, _solve(x, y, cols), form)
+            best = (score, _solve(x, y, cols, empty_ms), form)
     assert best is not None
     return best[1], best[2]
 
@@ -386,18 +391,22 @@ def fit_fallback(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> tuple[float,
     return scale, loo
 
 
-def _solve(x: np.ndarray, y: np.ndarray, cols: list[int]) -> np.ndarray:
-    """Least squares in relative error (each variant weighs the same, small or large)."""
+def _solve(x: np.ndarray, y: np.ndarray, cols: list[int], empty_ms: float) -> np.ndarray:
+    """Least squares in relative error (each variant weighs the same, small or large); a form
+    that does not fit the offset (column 2) adds `empty_ms` to the block sum (column 0)."""
+    empty = 0.0 if 2 in cols else empty_ms
+    a = x[:, cols] + np.where(np.array(cols) == 0, empty, 0.0)
     w = 1.0 / y
-    sol, *_ = np.linalg.lstsq(x[:, cols] * w[:, None], y * w, rcond=None)
+    sol, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
     coef = np.zeros(3)
     coef[cols] = sol
+    coef[2] += coef[0] * empty
     return coef
 
 
-def _rel_err(x: np.ndarray, y: np.ndarray, cols: list[int], i: int) -> float:
+def _rel_err(x: np.ndarray, y: np.ndarray, cols: list[int], i: int, empty_ms: float) -> float:
     keep = np.arange(len(y)) != i
-    coef = _solve(x[keep], y[keep], cols)
+    coef = _solve(x[keep], y[keep], cols, empty_ms)
     return float(abs(x[i] @ coef - y[i]) / y[i] * 100)
 
 

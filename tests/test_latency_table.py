@@ -231,6 +231,9 @@ def test_fit_correction_recovers_a_linear_relation_and_reports_loo_error() -> No
     assert float(np.max(loo)) < 1e-6
     coef, form, _ = fit_correction(x[:, :], 1.1 * s)
     assert form == "scale" and coef[0] == pytest.approx(1.1)
+    # the scale-only form scales the block sum and the empty engine run together: every engine pays it
+    coef, form, loo = fit_correction(x[:3], 1.1 * (s[:3] + 0.05), empty_ms=0.05)
+    assert form == "scale" and coef == pytest.approx([1.1, 0.0, 0.055]) and float(np.max(loo)) < 1e-6
 
 
 def test_the_correction_s_errors_are_those_of_the_whole_rule_form_choice_included() -> None:
@@ -248,7 +251,7 @@ def test_the_correction_s_errors_are_those_of_the_whole_rule_form_choice_include
         for i in range(len(y)):
             k = np.arange(len(y)) != i
             assert errors[i] == pytest.approx(abs(x[i] @ fit_correction(x[k], y[k])[0] - y[i]) / y[i] * 100)
-        own = np.array([_rel_err(x, y, _FORMS[form], i) for i in range(len(y))])
+        own = np.array([_rel_err(x, y, _FORMS[form], i, 0.0) for i in range(len(y))])
         flattered += bool(np.median(own) < np.median(errors) - 1e-9)
     assert flattered > 0  # the form's own errors would have understated some of these fits
 

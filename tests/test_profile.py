@@ -56,8 +56,10 @@ def test_profile_measures_every_block_and_fits_a_correction(profiled) -> None:
 
 
 def test_prediction_of_a_width_the_correction_never_saw_is_close_to_its_measurement(profiled) -> None:
-    """The unpruned, a random and the smallest model were fitted on; the widths checked here were
-    not (the fixture measures 3 of the 4 on-step width combinations, so one is always left out).
+    """The unpruned, a random and the smallest model were fitted on; the width checked here was
+    not: the first unfitted one of the 16 on-step combinations, beside the smallest, where the
+    empty engine run weighs most (a scale through the origin, before the scale-only form took
+    that run as its offset, put it 17-36% low against the unpruned model; CI saw 36%).
     A 30 us model on a shared host drifts by tens of percent between the profile and now (CI saw
     1.44x), so the claim is checked side by side: the held-out width against the unpruned model,
     both timed now in turns (Target.measure_beside, as the profile times its variants), the middle
@@ -223,7 +225,7 @@ def test_a_table_that_predicts_the_floor_no_faster_than_the_model_is_named_when_
     assert message is not None and "contradict each other" in message and "idle machine" in message
     # and profile() says it: a fit that predicts the block sum backwards
     monkeypatch.setattr(sys.modules["latency_tables.profile"], "fit_correction",
-                        lambda xs, ys: (np.array([-1.0, 0.0, 1e3]), "scale+offset", np.ones(len(ys))))
+                        lambda xs, ys, empty_ms: (np.array([-1.0, 0.0, 1e3]), "scale+offset", np.ones(len(ys))))
     with pytest.warns(UserWarning, match="no faster than the unpruned model"):
         _profile_tiny(tmp_path / "t.json")
 
@@ -290,12 +292,12 @@ def test_a_busy_spell_during_the_off_step_variants_does_not_move_the_fallback_sc
     errors as they were."""
     table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
     record = next(m for m in table.models.values() if m["name"].startswith("resnet20_fmnist"))
-    fit_model(record)
+    fit_model(record, table.overhead_ms)
     quiet = json.loads(json.dumps({k: record[k] for k in ("correction", "fit_error_pct", "off_step_error_pct")}))
     for v in record["off_step"]:
         v["measured"]["median_ms"] *= 1.3
         v["unpruned_beside_ms"] *= 1.3
-    fit_model(record)
+    fit_model(record, table.overhead_ms)
     assert record["correction"]["coef"] == quiet["correction"]["coef"]
     assert record["correction"]["fallback_scale"] == pytest.approx(quiet["correction"]["fallback_scale"], abs=2e-6)
     assert record["off_step_error_pct"] == pytest.approx(quiet["off_step_error_pct"], abs=2e-3)

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch.nn as nn
 
 import compiler
 import targets
-from helpers import randomize_norms
+from helpers import ROOT, randomize_norms
 from targets.base import Timing
 
 QUICK = Timing(warmup=2, min_runs=5, min_seconds=0.02, max_rounds=1)
@@ -285,6 +286,35 @@ def test_a_board_that_freezes_mid_session_is_a_clear_error_not_a_hang(tmp_path) 
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.resume()
         server.terminate()
+
+
+@pytest.mark.tvm
+def test_the_emulated_board_logs_a_failed_session_and_serves_on(tmp_path, monkeypatch, caplog) -> None:
+    """tools/arm_rpc_server.py serves each session in the board's own process: a session that
+    fails (here a peer that sends garbage, which TVM's loop raises on) is logged, leaves the
+    process where it was and removes its folder; TVM's loop would stop the board instead."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("arm_rpc_server", ROOT / "tools" / "arm_rpc_server.py")
+    board = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(board)
+    folders, real = [], board.utils.tempdir
+
+    def tempdir():  # TVM's, remembering where it was (its path is gone once removed)
+        folders.append(real())
+        folders[-1].where = Path(folders[-1].path)
+        return folders[-1]
+
+    monkeypatch.setattr(board.utils, "tempdir", tempdir)
+    ours, peer = socket.socketpair()
+    peer.sendall(b"\x07" * 64)
+    peer.close()
+    here = Path.cwd()
+    monkeypatch.setattr(board.server.logger, "propagate", True)  # TVM's logger writes to stderr only
+    with caplog.at_level("ERROR"):
+        board.serve_here(ours, ("127.0.0.1", 1), {}, None)  # returns: the listen loop takes the next client
+    assert "session from ('127.0.0.1', 1) ended in an error" in caplog.text
+    assert Path.cwd() == here and len(folders) == 1 and not folders[0].where.exists()
 
 
 @pytest.mark.tvm

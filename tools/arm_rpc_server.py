@@ -29,8 +29,8 @@ import socket
 from typing import Any
 
 import tvm
-from tvm.support import utils
 from tvm.rpc import server
+from tvm.support import utils
 
 DEVICE_INFO = {"emulated": True, "emulator": "qemu-user", "machine": platform.machine()}
 

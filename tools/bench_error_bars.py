@@ -31,8 +31,9 @@ def _pct(a: float, b: float) -> float:
     return (a - b) / b * 100
 
 
-def coverage(rows: list[dict[str, Any]], loo_max: float | None) -> dict[str, Any]:
-    """Shares of `rows` (one case's variants of one kind, with a stated bar) inside their bar."""
+def coverage(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Shares of `rows` (variants of one kind, with a stated bar) inside their bar, and inside
+    their case's largest leave-one-out error where the rows carry it (`loo_max`, on the step)."""
     stated = np.array([r["stated_error_pct"] for r in rows])
     measured = np.abs([_pct(r["predicted_ms"], r["measured_ms"]) for r in rows])
     shares = np.abs([_pct(r["predicted_ratio"], r["measured_ratio"]) for r in rows])
@@ -43,8 +44,10 @@ def coverage(rows: list[dict[str, Any]], loo_max: float | None) -> dict[str, Any
            "median_abs_err_pct": round(float(np.median(measured)), 2),
            "median_abs_err_drift_removed_pct": round(float(np.median(shares)), 2),
            "unpruned_drift_median_pct": round(float(np.median(drift)), 2)}
-    if loo_max is not None:
-        out |= {"loo_max_pct": loo_max, "within_loo_max": round(float(np.mean(measured <= loo_max)), 3)}
+    if all("loo_max" in r for r in rows):
+        loo_max = np.array([r["loo_max"] for r in rows])
+        out |= {"loo_max_median_pct": float(np.median(loo_max)),
+                "within_loo_max": round(float(np.mean(measured <= loo_max)), 3)}
     return out
 
 
@@ -61,16 +64,12 @@ def main() -> None:
             rows = [r for r in case["variants"] if r["on_step"] == on_step and np.isfinite(r["stated_error_pct"])]
             if not rows:
                 continue
-            loo_max = case["correction_fit_error_pct"]["loo_max_abs"] if on_step else None
-            out["cases"].append({"case": case["case"], "kind": kind, **coverage(rows, loo_max)})
-            pooled += [r | {"loo_max": loo_max} for r in rows]
-        if pooled:
-            out["pooled"][kind] = coverage(pooled, None)
             if on_step:
-                inside = [abs(_pct(r["predicted_ms"], r["measured_ms"])) <= r["loo_max"] for r in pooled]
-                out["pooled"][kind]["within_loo_max"] = round(float(np.mean(inside)), 3)
-                out["pooled"][kind]["loo_max_median_pct"] = float(np.median([c["loo_max_pct"] for c in out["cases"]
-                                                                             if c["kind"] == kind]))
+                rows = [r | {"loo_max": case["correction_fit_error_pct"]["loo_max_abs"]} for r in rows]
+            out["cases"].append({"case": case["case"], "kind": kind, **coverage(rows)})
+            pooled += rows
+        if pooled:
+            out["pooled"][kind] = coverage(pooled)
     for c in out["cases"]:
         print(f"{c['kind']:8s} {c['case']:26s} bar {c['stated_error_pct_median']:6.1f}%  within "
               f"{c['within_bar']:.2f} (drift removed {c['within_bar_drift_removed']:.2f})  drift "

@@ -33,13 +33,14 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for path in args.tables:
-        for record in latency_tables.load(path).models.values():
+        table = latency_tables.load(path)
+        for record in table.models.values():
             variants = record.get("variants", [])
             if len(variants) < 3:
                 continue
             _, x, y = correction_data(record)
-            _, form, whole_rule = fit_correction(x, y)
-            own = np.array([_rel_err(x, y, _FORMS[form], i) for i in range(len(y))])
+            _, form, whole_rule = fit_correction(x, y, table.overhead_ms)
+            own = np.array([_rel_err(x, y, _FORMS[form], i, table.overhead_ms) for i in range(len(y))])
             rows.append({"table": path.name, "model": record["name"], "variants": len(y), "form": form,
                          "bound_own_form_pct": bound(own), "bound_whole_rule_pct": bound(whole_rule)})
             print(f"{path.name} {record['name']}: {rows[-1]['bound_own_form_pct']} -> "
