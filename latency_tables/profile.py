@@ -253,9 +253,11 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
                                               "inputs": [list(t.shape) for t in inputs], "variants": []})
     rng = np.random.default_rng(seed)
     # the smallest reachable model anchors the fit at the low end, where budgets are judged
-    # feasible and the tightest ones land; random variants alone leave it to extrapolation
-    plans = [space.full_widths()] + [space.random_widths(rng, 0.25, 1.0) for _ in range(counts[0])]
-    plans += [space.floor_widths()] if counts[0] else []
+    # feasible and the tightest ones land; random variants alone leave it to extrapolation. It
+    # comes second, so a later profile with more --variants measures just the added random ones
+    # (last, a rerun measured it again in place of a random one; records from then extend right)
+    plans = [space.full_widths()] + ([space.floor_widths()] if counts[0] else [])
+    plans += [space.random_widths(rng, 0.25, 1.0) for _ in range(counts[0])]
     off_space = analyze(gm, channel_step=1)
     off_plans = [off_space.random_widths(rng, 0.25, 1.0) for _ in range(counts[1])]
     off = Predictor(table, gm, inputs, space=off_space) if off_plans else None

@@ -16,7 +16,7 @@ import torchvision
 import compiler
 import latency_tables
 import targets
-from cli_models import tiny
+from cli_models import small_fmnist, tiny
 from helpers import latprune
 from compiler.models import resnet20
 from latency_tables.blocks import PlaceCounter, extract
@@ -244,6 +244,23 @@ def test_a_prediction_below_an_empty_engine_run_is_refused_not_returned() -> Non
     with pytest.raises(latency_tables.TableError, match="below an empty engine run"):
         table.predict(model, x)
     assert "below an empty engine run" in contradiction(table.predictor(model, x))  # a profile warns, keeps it
+
+
+def test_a_profile_with_more_variants_measures_only_the_added_ones(tmp_path) -> None:
+    """A table's model extended from 1 to 3 random variants gets the 2 new ones, each once: the
+    same set a profile with 3 from the start measures (told apart by their weights' size)."""
+    tgt, x = targets.get("onnxruntime-cpu", threads=1), torch.randn(1, 1, 28, 28)
+
+    def weights(path: Path, variants: int) -> tuple[int, list[float]]:
+        table = latency_tables.profile(small_fmnist(), x, tgt, out=path, grid_points=2, variants=variants,
+                                       off_step_variants=0, progress=False, block_timing=QUICK_BLOCK,
+                                       model_timing=QUICK_MODEL)
+        record = next(iter(table.models.values()))
+        return table.last_profile.measured_variants, sorted(v["features"][1] for v in record["variants"])
+
+    assert weights(tmp_path / "a.json", 1)[0] == 3  # the unpruned, the smallest, one random
+    added, extended = weights(tmp_path / "a.json", 3)
+    assert added == 2 and extended == weights(tmp_path / "b.json", 3)[1]  # before: the smallest twice, one lost
 
 
 def _profile_tiny(out: Path) -> None:
