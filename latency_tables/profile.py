@@ -338,9 +338,9 @@ def fit_correction(x: np.ndarray, y: np.ndarray, empty_ms: float = 0.0) -> tuple
     """measured ~ x @ coef over the features [block sum, weight MB, 1]. Each form with enough
     variants is scored by leave-one-out relative error and the best is kept. A form without a
     fitted offset scales the block sum plus the empty engine run `empty_ms` (in the table's
-    time, as the blocks are): every engine pays that run, and a scale through the origin put a
-    25 us variant of a 70 us model 30% low (its blocks, each timed less that run, sum to a
-    smaller share of the model than its time). The errors
+    time, as the blocks are): every engine pays that run, and a scale through the origin put the
+    25-50 us variants of a 70 us model a median 12% low against it, worst 22% (their blocks,
+    each timed less that run, sum to a smaller share of the model than their time). The errors
     returned are those of the whole rule, the form chosen again without the left-out variant
     (nested): the chosen form's own leave-one-out errors were what chose it, so they flatter
     it (on the stored fits, a median error of 2.0% became 3.2% on resnet20@32)."""
