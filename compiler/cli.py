@@ -23,6 +23,7 @@ import latency_tables
 import targets
 from latency_tables.blocks import describe_key
 from latency_tables.predict import noise_warning
+from latency_tables.profile import OFF_STEP_VARIANTS, VARIANTS
 from latency_tables.step import probe_step
 
 from .core.atomic import atomic_write_text
@@ -213,14 +214,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"    ... {len(s['grids']) - args.limit} more (--limit)")
     for key, m in s["models"].items():
         print(f"  model {m['name']} [{key}]: {m['variants']} measured variants, correction {m.get('form')} "
-              f"{m.get('coef')}, leave-one-out error median {m.get('loo_median_abs')}% max {m.get('loo_max_abs')}%")
+              f"{m.get('coef')}, leave-one-out error median {m.get('loo_median_abs')}% max {m.get('loo_max_abs')}%"
+              + (f", 90% bound {m['bound_pct']:.3g}%" if m["bound_pct"] is not None else ""))
         if m["noise_pct"] is not None:
             print("    profile noise: " + (noise_warning(m["name"], m["noise_pct"]) or
                                           f"the unpruned model's time spread by {m['noise_pct']:.1f}% (p10 to p90)"))
         off = m.get("off_step")
         scale = f", fallback kernels x{m['fallback_scale']}" if "fallback_scale" in m else ""
+        bound = f", 90% bound {off['bound_pct']:.3g}%" if off and off["bound_pct"] is not None else ""
         print(f"    off the channel step: error median {off['median_abs']}% max {off['max_abs']}% over {off['n']} "
-              f"variants{scale}" if off else "    off the channel step: no variants measured (profile again to add them)")
+              f"variants{bound}{scale}" if off else "    off the channel step: no variants measured (profile again to add them)")
     return 0
 
 
@@ -376,8 +379,8 @@ def parser() -> argparse.ArgumentParser:
     _add_target_args(p)
     p.add_argument("--out", type=Path, required=True, help="table file (extended and resumed if it exists)")
     p.add_argument("--grid-points", type=_number(int, 2), default=6, help="on-step grid points per channel dim")
-    p.add_argument("--variants", type=COUNT, default=12, help="random variants measured end to end for the correction")
-    p.add_argument("--off-step-variants", type=COUNT, default=6,
+    p.add_argument("--variants", type=COUNT, default=VARIANTS, help="random variants measured end to end for the correction")
+    p.add_argument("--off-step-variants", type=COUNT, default=OFF_STEP_VARIANTS,
                    help="random variants at any channel counts, measured to state the error off the channel step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolutions", type=_sizes, default=(), metavar="R,R",

@@ -33,7 +33,7 @@ from filelock import FileLock, Timeout
 import latency_tables
 from latency_tables import LatencyTable
 from latency_tables.predict import noise_warning
-from latency_tables.profile import MODEL_TIMING
+from latency_tables.profile import MODEL_TIMING, VARIANTS
 from targets import Artifact, Take, Target, settle
 
 from .core.adabn import adabn
@@ -712,7 +712,7 @@ def _search_pass(ctx: BuildContext) -> None:
     if o.safety_margin == "auto" and predictor.error_pct() is None:
         _warn(ctx.report, f"{tgt.name}: the latency table has too few measured variants of this model to state "
                           "its error, so no safety margin was set; profile the model (`latprune profile`, "
-                          "--variants 12 by default) or give --safety-margin")
+                          f"--variants {VARIANTS} by default) or give --safety-margin")
     if best.margin > 0 and best.limit_ms <= ctx.result.floor_ms:
         _warn(ctx.report, f"{tgt.name}: budget {ctx.spec.label} less the safety margin ({best.margin:.1%}) is "
                           "below the smallest reachable latency; searched at the floor, so the engine may miss "

@@ -25,7 +25,7 @@ from compiler.core.space import PruningSpace, Widths
 
 from .errors import TableError
 from .grid import bracket, on_step, residue_class, step_class
-from .predict import Predictor, profile_noise_pct
+from .predict import Predictor, profile_noise_pct, stated_error
 
 SCHEMA = "latprune.latency-table"
 VERSION = 1
@@ -273,8 +273,11 @@ class LatencyTable:
     def summary(self) -> dict[str, Any]:
         n_points = sum(len(e.points) + len(e.slow) for e in self.entries.values())
         complete = sum(1 for e in self.entries.values() if not e.missing())
+        off = {k: m.get("off_step_error_pct") for k, m in self.models.items()}
         fits = {k: {"name": m.get("name"), "variants": len(m.get("variants", [])),
-                    **m.get("correction", {}), **m.get("fit_error_pct", {}), "off_step": m.get("off_step_error_pct"),
+                    **m.get("correction", {}), **m.get("fit_error_pct", {}),
+                    "bound_pct": stated_error(m.get("fit_error_pct"), len(m.get("variants", [])), "loo_abs", "loo_max_abs"),
+                    "off_step": off[k] and off[k] | {"bound_pct": stated_error(off[k], off[k]["n"], "abs", "max_abs")},
                     "noise_pct": profile_noise_pct(m)}
                 for k, m in self.models.items()}
         return {"fingerprint": self.fingerprint, "timing": self.timing, "step": self.channel_step,

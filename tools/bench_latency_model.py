@@ -32,7 +32,7 @@ import latency_tables  # noqa: E402
 import targets  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from compiler.models import mobilenet_v2_small, resnet20  # noqa: E402
-from latency_tables.profile import MODEL_TIMING  # noqa: E402
+from latency_tables.profile import MODEL_TIMING, OFF_STEP_VARIANTS, VARIANTS  # noqa: E402
 
 
 def smallcnn() -> torch.nn.Module:
@@ -182,8 +182,9 @@ def main() -> None:
     ap.add_argument("--off-step", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid-points", type=int, default=6)
-    ap.add_argument("--profile-variants", type=int, default=12, help="variants the correction is fit on")
-    ap.add_argument("--profile-off-step-variants", type=int, default=6, help="off-step variants that check it")
+    ap.add_argument("--profile-variants", type=int, default=VARIANTS, help="variants the correction is fit on")
+    ap.add_argument("--profile-off-step-variants", type=int, default=OFF_STEP_VARIANTS,
+                    help="off-step variants that check it")
     ap.add_argument("--table", type=Path, default=None, help="table file (default: build/tables/<target>.json)")
     ap.add_argument("--out", type=Path, default=Path("build/bench_latency_model.json"))
     args = ap.parse_args()

@@ -1,16 +1,17 @@
 """Issue 13: do more profiled variants make a model's error bars honest and narrow?
 
 Per case (default: the development families, never the held-out ones), on this host's ONNX
-Runtime: profile into a fresh table with `--few` random variants (12, the default profile),
-then profile the same table again with `--many` (24; the second profile measures only the
+Runtime: profile into a fresh table with `--few` random variants (12, the default until 2026-12-06),
+then profile the same table again with `--many` (24, the default since; the second profile measures only the
 added ones, so its time is their cost), then draw `--test` fresh on-step widths (a seed the
 profile never used) and time each beside the unpruned engine. The correction is then refit on
 the first variants (the record a `--few` profile leaves: the unpruned model, the smallest, the
 first random ones) and on all of them, and each fit's bound is checked against each test
 variant's error:
-- bounds: today's (2.5x the median leave-one-out error, capped by the largest; the table's
-  noise floor left out) and split conformal (the ceil(0.9 (n + 1))-th smallest of n
-  leave-one-out errors: for 14 variants the largest, for 26 the second largest);
+- bounds: the median rule tables used before 2026-12-06 (2.5x the median leave-one-out
+  error, capped by the largest) and split conformal (latency_tables.predict.error_bound, the
+  rule since: the ceil(0.9 (n + 1))-th smallest of n leave-one-out errors, for 14 variants
+  the largest, for 26 the second largest); the table's noise floor left out;
 - errors: as measured (predicted ms against the variant's ms, the host's drift since the
   profile included) and drift removed (predicted share of the unpruned model against the
   variant's share of the unpruned engine timed beside it).
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -38,15 +38,13 @@ import latency_tables  # noqa: E402
 import targets  # noqa: E402
 from bench_latency_model import make, parse_case  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
-from latency_tables.predict import P90_PER_MEDIAN, corrected  # noqa: E402
+from latency_tables.predict import corrected, error_bound  # noqa: E402
 from latency_tables.profile import MODEL_TIMING, correction_data, fit_correction  # noqa: E402
 
 
 def bounds(loo: np.ndarray) -> dict[str, float]:
     """Each rule's error bound (%) from a fit's leave-one-out errors."""
-    rank = min(math.ceil(0.9 * (len(loo) + 1)), len(loo))
-    return {"today": float(min(P90_PER_MEDIAN * np.median(loo), np.max(loo))),
-            "conformal": float(np.sort(loo)[rank - 1])}
+    return {"median_rule": float(min(2.5 * np.median(loo), np.max(loo))), "conformal": error_bound(loo)}
 
 
 def judge(record: dict[str, Any], n: int, empty_ms: float, full: np.ndarray, rows: list[dict[str, Any]]) -> dict:
@@ -104,7 +102,7 @@ def pooled(cases: list[dict[str, Any]]) -> dict[str, Any]:
     """Per fit size and rule, the share of every case's test variants inside their case's bound."""
     out: dict[str, Any] = {}
     for i, fit in enumerate(cases[0]["fits"]):
-        for rule in ("today", "conformal"):
+        for rule in ("median_rule", "conformal"):
             entry = {"bound_pct_per_case": [c["fits"][i][rule]["bound_pct"] for c in cases]}
             for kind in ("as_measured", "drift_removed"):
                 inside = [e <= c["fits"][i][rule]["bound_pct"] for c in cases for e in c["fits"][i]["errors_pct"][kind]]
@@ -116,7 +114,7 @@ def pooled(cases: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="resnet20@32x1,mobilenet_v2@96x1,resnet18@64x1")
-    ap.add_argument("--few", type=int, default=12, help="random variants of today's profile")
+    ap.add_argument("--few", type=int, default=12, help="random variants of the default profile until 2026-12-06")
     ap.add_argument("--many", type=int, default=24, help="random variants of the larger profile")
     ap.add_argument("--test", type=int, default=24, help="fresh on-step variants timed to check the bounds")
     ap.add_argument("--seed", type=int, default=0)

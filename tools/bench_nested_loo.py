@@ -1,6 +1,6 @@
 """How much choosing the correction's form flattered its leave-one-out errors, per model of a
-table: the 90% error bound (2.5x the median error, capped by the largest) from the chosen form's
-own leave-one-out errors, as tables made before 2026-11-29 store it, against the whole rule's
+table: the 90% error bound (latency_tables.predict.error_bound) from the chosen form's own
+leave-one-out errors, as tables made before 2026-11-29 store them, against the whole rule's
 (the form chosen again without the left-out variant, as `fit_correction` now reports). Pure
 arithmetic on the variants a table stores; nothing is timed. Writes JSON atomically.
 
@@ -18,12 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import latency_tables  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
-from latency_tables.predict import P90_PER_MEDIAN  # noqa: E402
+from latency_tables.predict import error_bound  # noqa: E402
 from latency_tables.profile import _FORMS, _rel_err, correction_data, fit_correction  # noqa: E402
-
-
-def bound(errors: np.ndarray) -> float:
-    return round(float(min(P90_PER_MEDIAN * np.median(errors), np.max(errors))), 3)
 
 
 def main() -> None:
@@ -42,7 +38,8 @@ def main() -> None:
             _, form, whole_rule = fit_correction(x, y, table.overhead_ms)
             own = np.array([_rel_err(x, y, _FORMS[form], i, table.overhead_ms) for i in range(len(y))])
             rows.append({"table": path.name, "model": record["name"], "variants": len(y), "form": form,
-                         "bound_own_form_pct": bound(own), "bound_whole_rule_pct": bound(whole_rule)})
+                         "bound_own_form_pct": round(error_bound(own), 3),
+                         "bound_whole_rule_pct": round(error_bound(whole_rule), 3)})
             print(f"{path.name} {record['name']}: {rows[-1]['bound_own_form_pct']} -> "
                   f"{rows[-1]['bound_whole_rule_pct']}", file=sys.stderr)
     atomic_write_text(args.out, json.dumps({"models": rows}, indent=1) + "\n")
