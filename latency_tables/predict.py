@@ -108,7 +108,8 @@ class Predictor:
                       for u in self.uses]
         corr = table.models.get(self.key, {}).get("correction")
         self.corrected = corr is not None
-        self.coef = np.array(corr["coef"] if corr else [1.0, 0.0, 0.0], dtype=np.float64)
+        coef = list(corr["coef"]) if corr else [1.0, 0.0, 0.0]
+        self.coef = np.array(coef + [0.0] * (4 - len(coef)), dtype=np.float64)  # squared term: 0 if older
         self.fallback_scale = float(corr.get("fallback_scale", 1.0)) if corr else 1.0
         self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
         self.variants = len(table.models.get(self.key, {}).get("variants", []))
@@ -180,7 +181,14 @@ class Predictor:
     def __call__(self, widths: Widths | None = None) -> float:
         """Predicted ms; refused below the engine's empty run, which no engine beats: a linear
         correction with a negative offset, taken far below the variants it was fitted on, can
-        otherwise return a small or negative number with full confidence."""
+        otherwise return a small or negative number with full confidence. A correction with a
+        negative coefficient other than the offset (older versions fitted them) is refused: it
+        predicts wider widths faster, which the search would seek out."""
+        if min(self.coef[0], self.coef[1], self.coef[3]) < 0:
+            raise TableError(f"this model's end-to-end correction in the latency table has a negative "
+                             f"block-sum, weight or squared coefficient ({self.coef.tolist()}): it predicts wider widths "
+                             "faster. Older latprune versions fitted such corrections; profile this model again "
+                             "(`latprune profile`: it keeps the measured variants and refits them)")
         ms = corrected(self.features(widths), self.coef, self.fallback_scale)
         if not ms >= self.overhead_ms:
             raise TableError(f"the table predicts {ms:.4f} ms for these widths, below an empty engine run "
@@ -192,8 +200,11 @@ class Predictor:
 
 def corrected(features: np.ndarray, coef: np.ndarray, fallback_scale: float = 1.0) -> np.ndarray | float:
     """Predicted ms from features (one row or many; rows written before the fallback-kernel sum
-    existed have three columns): the correction over the first three, plus the fourth scaled
-    as the model's off-step variants measured it (profile.fit_fallback)."""
-    f = np.asarray(features, dtype=np.float64)
-    out = f[..., :3] @ coef + (fallback_scale * f[..., 3] if f.shape[-1] > 3 else 0.0)
+    existed have three columns): the correction over the first three and the block sum
+    squared (`coef` [block sum, weight MB, 1, block sum squared]; three long before the squared
+    form existed), plus the fourth feature scaled as the model's off-step variants measured it
+    (profile.fit_fallback)."""
+    f, c = np.asarray(features, dtype=np.float64), np.asarray(coef, dtype=np.float64)
+    out = f[..., :3] @ c[:3] + (c[3] * f[..., 0] ** 2 if len(c) > 3 else 0.0) \
+        + (fallback_scale * f[..., 3] if f.shape[-1] > 3 else 0.0)
     return float(out) if np.ndim(out) == 0 else out

@@ -377,7 +377,7 @@ def _check_sense(t: LatencyTable) -> None:
             raise ValueError(f"entry {key[:60]}: a fallback-kernel grid without the classes that use it")
     for key, m in t.models.items():
         coef = m.get("correction", {}).get("coef", [1.0, 0.0, 0.0])
-        if len(coef) != 3 or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in coef):
+        if len(coef) not in (3, 4) or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in coef):
             raise ValueError(f"model {key}: correction {coef}")
         scale = m.get("correction", {}).get("fallback_scale", 1.0)
         if not (isinstance(scale, (int, float)) and 0 < scale < 100):

@@ -11,7 +11,7 @@ import pytest
 import latency_tables
 from latency_tables.grid import bracket, grid_values, off_step_probes, on_step
 from latency_tables.predict import corrected
-from latency_tables.profile import _entry_for, fit_correction, fit_fallback
+from latency_tables.profile import _entry_for, design, fit_correction, fit_fallback
 from latency_tables.table import Entry, LatencyTable, TableError
 
 FP = {"target": "onnxruntime-cpu", "device": "cpu-x", "threads": 1, "onnxruntime": "1.0", "precision": "fp32"}
@@ -227,13 +227,58 @@ def test_fit_correction_recovers_a_linear_relation_and_reports_loo_error() -> No
     y = 0.9 * s + 0.3 * w + 0.5
     coef, form, loo = fit_correction(x, y)
     assert form == "scale+weights+offset"
-    assert coef == pytest.approx([0.9, 0.3, 0.5], rel=1e-6)
+    assert coef == pytest.approx([0.9, 0.3, 0.5, 0.0], rel=1e-6)
     assert float(np.max(loo)) < 1e-6
     coef, form, _ = fit_correction(x[:, :], 1.1 * s)
     assert form == "scale" and coef[0] == pytest.approx(1.1)
     # the scale-only form scales the block sum and the empty engine run together: every engine pays it
     coef, form, loo = fit_correction(x[:3], 1.1 * (s[:3] + 0.05), empty_ms=0.05)
-    assert form == "scale" and coef == pytest.approx([1.1, 0.0, 0.055]) and float(np.max(loo)) < 1e-6
+    assert form == "scale" and coef == pytest.approx([1.1, 0.0, 0.055, 0.0]) and float(np.max(loo)) < 1e-6
+
+
+def test_the_correction_never_predicts_a_wider_variant_faster() -> None:
+    """A model whose time follows its weights (a big classifier), timed with noise: unbounded
+    least squares gives the block sum a negative coefficient, so more compute would predict
+    less time. The fit holds the block-sum and weight coefficients at zero or above, and its
+    left-out errors stay near the noise."""
+    rng = np.random.default_rng(1)
+    w = rng.uniform(50, 500, 12)
+    s = 0.01 * w + rng.uniform(0, 3, 12)  # the blocks grow with the weights, loosely
+    x = np.stack([s, w, np.ones_like(s)], 1)
+    y = 0.11 * w + 0.2 - 0.05 * s  # a time the block sum, if anything, runs against
+    free, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    assert free[0] < 0  # what the fit used to keep
+    coef, form, loo = fit_correction(x, y)
+    assert coef[0] >= 0 and coef[1] >= 0, (coef, form)
+    wider = x[0] + np.array([1.0, 0.0, 0.0])
+    assert design(wider) @ coef >= design(x[0]) @ coef
+    assert float(np.max(loo)) < 25, loo
+
+
+def test_an_engine_that_grows_faster_than_its_blocks_keeps_its_unpruned_model_and_shares() -> None:
+    """As densenet121 at 64 px measured: random variants cluster around 60% of the block sum,
+    the smallest reachable model below, the unpruned model above, and the engine's time grows
+    faster than its blocks' sum. A straight line through the cluster misses the unpruned model
+    by over 10%, and every budget relative to it with it; the squared form keeps both ends
+    and the variants' shares of the unpruned model."""
+    rng = np.random.default_rng(5)
+    s = np.r_[4.8, 1.4, rng.uniform(2.5, 3.4, 24)]  # unpruned, smallest, random
+    w = 6.3 * s + rng.uniform(-1, 1, 26)
+    x = np.stack([s, w, np.ones_like(s)], 1)
+    y = (0.5 * s + 0.16 * s ** 2) * rng.normal(1.0, 0.01, 26)
+    line = _solve_form(x, y, "scale+offset")
+    assert abs(design(x[0]) @ line / y[0] - 1) > 0.10  # what choosing by each variant's own error kept
+    coef, form, loo = fit_correction(x, y)
+    assert form == "scale+square+offset" and coef[3] > 0
+    assert abs(design(x[0]) @ coef / y[0] - 1) < 0.03 and abs(design(x[1]) @ coef / y[1] - 1) < 0.05
+    shares = (design(x[2:]) @ coef / y[2:]) / (design(x[0]) @ coef / y[0]) - 1
+    assert float(np.max(np.abs(shares))) < 0.05, shares
+
+
+def _solve_form(x: np.ndarray, y: np.ndarray, form: str) -> np.ndarray:
+    from latency_tables.profile import _FORMS, _solve
+
+    return _solve(design(x), y, _FORMS[form], 0.0)
 
 
 def test_the_correction_s_errors_are_those_of_the_whole_rule_form_choice_included() -> None:
@@ -250,7 +295,7 @@ def test_the_correction_s_errors_are_those_of_the_whole_rule_form_choice_include
         coef, form, errors = fit_correction(x, y)
         for i in range(len(y)):
             k = np.arange(len(y)) != i
-            assert errors[i] == pytest.approx(abs(x[i] @ fit_correction(x[k], y[k])[0] - y[i]) / y[i] * 100)
+            assert errors[i] == pytest.approx(abs(design(x[i]) @ fit_correction(x[k], y[k])[0] - y[i]) / y[i] * 100)
         own = np.array([_rel_err(x, y, _FORMS[form], i, 0.0) for i in range(len(y))])
         flattered += bool(np.median(own) < np.median(errors) - 1e-9)
     assert flattered > 0  # the form's own errors would have understated some of these fits

@@ -214,18 +214,21 @@ def test_grouped_convs_profile_on_counts_their_groups_allow(tmp_path) -> None:
 def test_a_table_that_predicts_the_floor_no_faster_than_the_model_is_named_when_profiled(tmp_path,
                                                                                         monkeypatch) -> None:
     """The self-check profile runs after fitting: on a sound table it is silent; a correction that
-    turns the block sum around (as a profile on a busy machine can) is named, with what to do."""
+    flattens the block sum (its scale held at zero, as a profile on a busy machine can fit) is
+    named, with what to do; one that turns it around is refused outright."""
     model, x = resnet20().eval(), torch.zeros(1, 3, 32, 32)
     table = latency_tables.load(latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json")
     pred = table.predictor(model, x)
     assert contradiction(pred) is None
     full_sum = float(pred.features()[0])
-    table.models[pred.key]["correction"] = {"form": "scale+offset", "coef": [-1.0, 0.0, 2 * full_sum]}
+    table.models[pred.key]["correction"] = {"form": "scale+offset", "coef": [0.0, 0.0, 2 * full_sum]}
     message = contradiction(table.predictor(model, x))
     assert message is not None and "contradict each other" in message and "idle machine" in message
-    # and profile() says it: a fit that predicts the block sum backwards
+    table.models[pred.key]["correction"] = {"form": "scale+offset", "coef": [-1.0, 0.0, 2 * full_sum]}
+    assert "negative block-sum" in contradiction(table.predictor(model, x))
+    # and profile() says it: a fit in which the block sum no longer counts
     monkeypatch.setattr(sys.modules["latency_tables.profile"], "fit_correction",
-                        lambda xs, ys, empty_ms: (np.array([-1.0, 0.0, 1e3]), "scale+offset", np.ones(len(ys))))
+                        lambda xs, ys, empty_ms: (np.array([0.0, 0.0, 1e3, 0.0]), "scale+offset", np.ones(len(ys))))
     with pytest.warns(UserWarning, match="no faster than the unpruned model"):
         _profile_tiny(tmp_path / "t.json")
 
@@ -244,6 +247,28 @@ def test_a_prediction_below_an_empty_engine_run_is_refused_not_returned() -> Non
     with pytest.raises(latency_tables.TableError, match="below an empty engine run"):
         table.predict(model, x)
     assert "below an empty engine run" in contradiction(table.predictor(model, x))  # a profile warns, keeps it
+
+
+def test_a_stored_correction_that_predicts_wider_widths_faster_is_refused_and_refit_by_a_profile(
+        profiled, tmp_path) -> None:
+    """Older versions fitted negative block-sum coefficients (vgg11 at 64x64); a table holding
+    one names it and the remedy, and profiling the model again refits the variants it has
+    without measuring any."""
+    _, fixture_path, x, tgt = profiled
+    table = latency_tables.load(fixture_path)  # a copy: the fixture's table stays as it is
+    pred = table.predictor(tiny(), x)
+    assert pred() > 0
+    record = table.models[pred.key]
+    record["correction"]["coef"] = [-0.5, 0.1, 2 * pred()]
+    path = tmp_path / "old.json"
+    table.save(path)
+    with pytest.raises(latency_tables.TableError, match="negative block-sum.*profile this model again"):
+        latency_tables.load(path).predictor(tiny(), x)()
+    again = latency_tables.profile(tiny(), x, tgt, out=path, grid_points=3, variants=1, off_step_variants=2,
+                                   progress=False, block_timing=QUICK_BLOCK, model_timing=QUICK_MODEL)
+    assert again.last_profile.measured_variants == 0
+    assert min(again.models[pred.key]["correction"]["coef"][:2]) >= 0
+    assert again.predictor(tiny(), x)() > 0
 
 
 def test_a_profile_with_more_variants_measures_only_the_added_ones(tmp_path) -> None:
