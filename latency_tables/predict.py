@@ -108,8 +108,7 @@ class Predictor:
                       for u in self.uses]
         corr = table.models.get(self.key, {}).get("correction")
         self.corrected = corr is not None
-        coef = list(corr["coef"]) if corr else [1.0, 0.0, 0.0]
-        self.coef = np.array(coef + [0.0] * (4 - len(coef)), dtype=np.float64)  # squared term: 0 if older
+        self.coef = np.array(corr["coef"] if corr else [1.0, 0.0, 0.0], dtype=np.float64)
         self.fallback_scale = float(corr.get("fallback_scale", 1.0)) if corr else 1.0
         self.fit_error_pct = table.models.get(self.key, {}).get("fit_error_pct")
         self.variants = len(table.models.get(self.key, {}).get("variants", []))
@@ -184,7 +183,7 @@ class Predictor:
         otherwise return a small or negative number with full confidence. A correction with a
         negative coefficient other than the offset (older versions fitted them) is refused: it
         predicts wider widths faster, which the search would seek out."""
-        if min(self.coef[0], self.coef[1], self.coef[3]) < 0:
+        if np.delete(self.coef, 2).min() < 0:  # all but the offset
             raise TableError(f"this model's end-to-end correction in the latency table has a negative "
                              f"block-sum, weight or squared coefficient ({self.coef.tolist()}): it predicts wider widths "
                              "faster. Older latprune versions fitted such corrections; profile this model again "
@@ -205,6 +204,12 @@ def corrected(features: np.ndarray, coef: np.ndarray, fallback_scale: float = 1.
     form existed), plus the fourth feature scaled as the model's off-step variants measured it
     (profile.fit_fallback)."""
     f, c = np.asarray(features, dtype=np.float64), np.asarray(coef, dtype=np.float64)
-    out = f[..., :3] @ c[:3] + (c[3] * f[..., 0] ** 2 if len(c) > 3 else 0.0) \
-        + (fallback_scale * f[..., 3] if f.shape[-1] > 3 else 0.0)
+    out = design(f)[..., :len(c)] @ c + (fallback_scale * f[..., 3] if f.shape[-1] > 3 else 0.0)
     return float(out) if np.ndim(out) == 0 else out
+
+
+def design(x: np.ndarray) -> np.ndarray:
+    """The correction's features [block sum, weight MB, 1, block sum squared] from the first
+    three (rows or one row)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.concatenate([x[..., :3], x[..., :1] ** 2], axis=-1)

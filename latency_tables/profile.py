@@ -31,7 +31,7 @@ from targets.base import Artifact, LatencyStats, Target, Timing, time_pair
 
 from .blocks import Block, extract
 from .grid import grid_values, off_step_probes, step_class
-from .predict import Predictor, corrected, noise_warning
+from .predict import Predictor, corrected, design, noise_warning
 from .table import Entry, LatencyTable, TableError, fingerprint_mismatch, load
 
 BLOCK_TIMING = Timing(warmup=5, min_runs=10, min_seconds=0.2, max_rel_iqr=0.05, max_rounds=3)
@@ -353,13 +353,6 @@ _FORMS = {"scale": [0], "scale+offset": [0, 2], "scale+weights+offset": [0, 1, 2
           "scale+square+offset": [0, 3, 2]}
 
 
-def design(x: np.ndarray) -> np.ndarray:
-    """The correction's features [block sum, weight MB, 1, block sum squared] from the first
-    three (rows or one row)."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.concatenate([x[..., :3], x[..., :1] ** 2], axis=-1)
-
-
 def fit_correction(x: np.ndarray, y: np.ndarray, empty_ms: float = 0.0) -> tuple[np.ndarray, str, np.ndarray]:
     """measured ~ design(x) @ coef over [block sum, weight MB, 1, block sum squared]. Each form
     with enough variants is scored by leave-one-out relative error and the best is kept. A
@@ -443,8 +436,7 @@ def _solve(x: np.ndarray, y: np.ndarray, cols: list[int], empty_ms: float) -> np
 
 
 def _rel_err(x: np.ndarray, y: np.ndarray, cols: list[int], i: int, empty_ms: float) -> float:
-    """Variant i's error in ms under the form refit without it, in %."""
-    x = design(x)
+    """Variant i's error in ms under the form refit without it, in %; `x` is design()'s."""
     keep = np.arange(len(y)) != i
     coef = _solve(x[keep], y[keep], cols, empty_ms)
     return float(abs(x[i] @ coef - y[i]) / y[i] * 100)

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import latency_tables  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
-from latency_tables.predict import error_bound  # noqa: E402
+from latency_tables.predict import design, error_bound  # noqa: E402
 from latency_tables.profile import _FORMS, _rel_err, correction_data, fit_correction  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main() -> None:
                 continue
             _, x, y = correction_data(record)
             _, form, whole_rule = fit_correction(x, y, table.overhead_ms)
-            own = np.array([_rel_err(x, y, _FORMS[form], i, table.overhead_ms) for i in range(len(y))])
+            own = np.array([_rel_err(design(x), y, _FORMS[form], i, table.overhead_ms) for i in range(len(y))])
             rows.append({"table": path.name, "model": record["name"], "variants": len(y), "form": form,
                          "bound_own_form_pct": round(error_bound(own), 3),
                          "bound_whole_rule_pct": round(error_bound(whole_rule), 3)})
