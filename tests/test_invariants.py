@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import compiler
 from helpers import check_masked_equivalence, n_params, random_widths, randomize_norms
@@ -117,6 +118,33 @@ def test_channel_shuffle_ties_the_halves():
     tied = space.group("a_0")  # the shuffle reads cat(a, b) as a 2 x 8 grid: a_j and b_j go together
     assert {m.node for m in tied.members} >= {"a_0", "b_0"} and "b_0" not in space.ids()
     assert space.group("c_0").unit == 2  # nn.ChannelShuffle(2) ties pairs of c's channels
+
+
+class UnevenShuffle(nn.Module):
+    """a channel shuffle over cat(b: 2, a: 4), a made first: its 2 x 3 grid is [b0 b1 a0; a1 a2 a3]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 2, 3, padding=1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        a = self.a(x)
+        y = torch.cat([self.b(x), a], 1)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(y.mean((2, 3)))
+
+
+def test_channel_shuffle_over_an_uneven_concat_ties_each_column():
+    model, x = UnevenShuffle().eval(), torch.randn(2, 3, 6, 6)
+    gm = compiler.lower(model, x)
+    space = compiler.analyze(gm)
+    pairs = space.group("a.1")  # the columns (b0, a1) and (b1, a2) go together; (a0, a3) is one unit
+    assert pairs.prunable and pairs.units == 2
+    assert {m.node: m.positions for m in pairs.members}["cat"] == [0, 1, 3, 4]
+    assert not space.group("a").prunable and "b" not in space.ids()
+    check_masked_equivalence(model, x, {"a.1": 1}, gm=gm, space=space)
 
 
 def test_unsupported_op_freezes_only_what_it_touches():

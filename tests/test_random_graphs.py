@@ -81,6 +81,8 @@ def random_net(draw):
 @given(random_net())
 @example(([("conv", "c0", 0), ("conv", "c1", 0), ("shuffle", 1), ("conv", "c3", 0)],
           {"c0": (3, 2, 1), "c1": (3, 2, 1), "c3": (3, 2, 1)}, 2, 1))  # view(n, 2, c // 2) with c == 2
+@example(([("conv", "c0", 0), ("conv", "c3", 0), ("cat", 2, 1), ("shuffle", 3)],
+          {"c0": (3, 4, 1), "c3": (3, 2, 1)}, 6, 0))  # a shuffle over cat(2, 4): a_j is tied to b_(j+1)
 def test_random_graph_pruned_equals_masked(spec):
     program, convs, head_in, seed = spec
     torch.manual_seed(seed)

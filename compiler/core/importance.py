@@ -123,7 +123,7 @@ def select(space: PruningSpace, widths: Widths, unit_scores: np.ndarray) -> np.n
     widths = space.resolve(widths)
     for g in space.groups:
         k = widths[g.id] // g.unit
-        if k >= g.units:
+        if not g.prunable or k >= g.units:  # a frozen group keeps all, however its units split
             continue
         sl = slice(g.unit_start, g.unit_start + g.units)
         s = unit_scores[sl]

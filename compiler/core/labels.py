@@ -109,8 +109,9 @@ class ChannelState:
                 real = row[row >= 0]
                 if len(real) < len(row) and len(real):
                     self.freeze(real, f"channel positions mixed with fixed ones at {where}")
-                for e in np.unique(real)[1:].tolist():
-                    self.union(int(real[0]), int(e))
+                uniq = np.unique(real)
+                for e in uniq[1:].tolist():
+                    self.union(int(uniq[0]), int(e))
             comp = self.roots(arr)
             varying = _varying_dims(comp)
             if len(varying) > 1:
