@@ -58,7 +58,6 @@ def main() -> None:
                                  text=True).stdout.strip() for k, t in trees.items()}
     models = [m.split("=") for m in args.models.split(";")]
     runs: list[dict] = []
-    summary: dict[str, dict] = {}
     for rep in range(args.reps):
         for model, shape in models:
             for label in (("other", "this") if rep % 2 == 0 else ("this", "other")):
@@ -66,16 +65,21 @@ def main() -> None:
                     r = profile_once(trees[label], model, shape, Path(tmp))
                 runs.append({"model": model, "shape": shape, "tree": label, "commit": commits[label], "rep": rep, **r})
                 print(f"{model} {label} ({commits[label]}): {r['wall_s']} s", flush=True)
-                for m, _ in models:
-                    walls = {t: [x["wall_s"] for x in runs if x["model"] == m and x["tree"] == t] for t in trees}
-                    if all(walls.values()):
-                        summary[m] = {f"{t}_wall_s": {"median": float(np.median(w)), "min": min(w), "max": max(w)}
-                                      for t, w in walls.items()}
-                        summary[m]["ratio_of_medians"] = round(float(np.median(walls["this"]) / np.median(walls["other"])), 2)
                 atomic_write_text(args.out, json.dumps({
                     "host": runs[0]["result"]["fingerprint"]["device"], "cpus": os.cpu_count(),
-                    "commits": commits, "summary": summary, "runs": runs}, indent=1) + "\n")
+                    "commits": commits, "summary": summarize(runs), "runs": runs}, indent=1) + "\n")
 
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    """Per model timed in both trees: each tree's wall times (median, min, max) and the ratio of medians."""
+    out: dict[str, dict] = {}
+    for model in dict.fromkeys(r["model"] for r in runs):
+        walls = {t: [r["wall_s"] for r in runs if r["model"] == model and r["tree"] == t] for t in ("this", "other")}
+        if all(walls.values()):
+            out[model] = {f"{t}_wall_s": {"median": float(np.median(w)), "min": min(w), "max": max(w)}
+                          for t, w in walls.items()}
+            out[model]["ratio_of_medians"] = round(float(np.median(walls["this"]) / np.median(walls["other"])), 2)
+    return out
 
 if __name__ == "__main__":
     main()
