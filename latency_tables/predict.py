@@ -162,12 +162,14 @@ class Predictor:
         check it. For a model profiled on a busy machine (noise over NOISY_PCT), at least half
         the noise. None where the table has no such evidence: fewer than MIN_VARIANTS measured
         variants of that kind."""
-        bound = self._fit_error_pct(widths)
+        bound = self.bound_pct(widths)
         if bound is None or not noisy(self.noise_pct):
             return bound
         return max(bound, self.noise_pct / 2)
 
-    def _fit_error_pct(self, widths: Widths | None) -> float | None:
+    def bound_pct(self, widths: Widths | None = None) -> float | None:
+        """error_pct before a busy profile's noise widens it: the bound the profile's own
+        errors give, which tools/bench_variant_timing.py checks against fresh variants."""
         if not self.corrected:
             return None
         resolved = self.space.resolve(widths)

@@ -37,7 +37,7 @@ import latency_tables  # noqa: E402
 import targets  # noqa: E402
 from bench_latency_model import make, parse_case  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
-from latency_tables.predict import profile_noise_pct, stated_error  # noqa: E402
+from latency_tables.predict import profile_noise_pct  # noqa: E402
 from latency_tables.profile import MODEL_TIMING  # noqa: E402
 from targets.base import Timing  # noqa: E402
 
@@ -48,33 +48,28 @@ def parse_timing(spec: str) -> Timing:
     return dataclasses.replace(MODEL_TIMING, min_seconds=float(seconds), max_rounds=int(rounds))
 
 
-def own_bound(fit: dict[str, Any], on_step: bool) -> float | None:
-    """The profile's own 90% bound (latency_tables.predict.error_bound over its leave-one-out or
-    off-step errors), before a busy profile's noise widens it into the stated bar."""
-    if on_step:
-        e = fit["fit_error_pct"]
-        return stated_error(e, len(e["loo_abs"]) if e else 0, "loo_abs", "loo_max_abs")
-    e = fit["off_step_error_pct"]
-    return stated_error(e, e["n"] if e else 0, "abs", "max_abs")
-
-
-def score(rows: list[dict[str, Any]], label: str, bound: float | None) -> dict[str, Any]:
+def score(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
     """Shares within +-5% / +-10% and median error, relative and in ms, and how often the
-    stated error bar and the profile's own `bound` held (relative), for one copy's prices of `rows`."""
+    stated error bar and the profile's own bound (Predictor.bound_pct: before a busy profile's
+    noise widens it) held (relative), for one copy's prices of `rows`."""
     rel = np.array([abs(r[label]["ratio"] / r["measured_ratio"] - 1) * 100 for r in rows])
     ms = np.array([abs(r[label]["ms"] / r["measured_ms"] - 1) * 100 for r in rows])
-    bars = [(e, r[label]["stated_pct"]) for e, r in zip(rel, rows) if r[label]["stated_pct"] is not None]
+
+    def held(key: str) -> tuple[float | None, float | None]:
+        bars = [(e, r[label][key]) for e, r in zip(rel, rows) if r[label][key] is not None]
+        return ((float(np.median([b for _, b in bars])), float(np.mean([e <= b for e, b in bars]))) if bars
+                else (None, None))
+    (stated, within_stated), (own, within_own) = held("stated_pct"), held("bound_pct")
     return {"n": len(rows), "relative_within_5pct": float(np.mean(rel <= 5)),
             "relative_within_10pct": float(np.mean(rel <= 10)), "relative_median_abs_err_pct": float(np.median(rel)),
             "ms_within_10pct": float(np.mean(ms <= 10)), "ms_median_abs_err_pct": float(np.median(ms)),
-            "stated_bar_median_pct": float(np.median([b for _, b in bars])) if bars else None,
-            "within_stated_bar": float(np.mean([e <= b for e, b in bars])) if bars else None,
-            "own_bound_pct": bound, "within_own_bound": None if bound is None else float(np.mean(rel <= bound))}
+            "stated_bar_median_pct": stated, "within_stated_bar": within_stated,
+            "own_bound_pct": own, "within_own_bound": within_own}
 
 
-def scores(rows: list[dict[str, Any]], fit: dict[str, Any], timings: list[str]) -> dict[str, Any]:
+def scores(rows: list[dict[str, Any]], timings: list[str]) -> dict[str, Any]:
     """score() per timing, on the step and off it."""
-    return {kind: {s: score([r for r in rows if r["on_step"] == on], s, own_bound(fit[s], on)) for s in timings}
+    return {kind: {s: score([r for r in rows if r["on_step"] == on], s) for s in timings}
             for kind, on in (("on_step", True), ("off_step", False))}
 
 
@@ -118,7 +113,8 @@ def run_case(case: str, target: targets.Target, timings: list[str], first: int, 
                                    "unpruned_beside_ms": ref.median_ms, "measured_ratio": stats.median_ms / ref.median_ms}
             for s, p in prices.items():
                 ms = p(widths)
-                row[s] = {"ms": ms, "ratio": ms / p(None), "stated_pct": p.error_pct(widths)}
+                row[s] = {"ms": ms, "ratio": ms / p(None), "stated_pct": p.error_pct(widths),
+                          "bound_pct": p.bound_pct(widths)}
             rows.append(row)
             print(f"{case} {'on' if step > 1 else 'off'}-step {i + 1}/{count}: measured ratio "
                   f"{row['measured_ratio']:.3f}, predicted " +
@@ -129,25 +125,16 @@ def run_case(case: str, target: targets.Target, timings: list[str], first: int, 
     return {"case": case, "grid_points": grid_points, "blocks_profile_seconds": round(blocks_s, 1),
             "timings": {s: dataclasses.asdict(parse_timing(s)) for s in timings}, "went_first": order[0],
             "variant_profile_seconds": variant_s,
-            "fit": fit, **scores(rows, fit, timings),
+            "fit": fit, **scores(rows, timings),
             "noise_floor_p10_p90_pct": float((np.percentile(refs, 90) - np.percentile(refs, 10)) / np.median(refs) * 100),
             "rows": rows}
 
 
 def pooled(cases: list[dict[str, Any]], timings: list[str]) -> dict[str, Any]:
-    """Every case's test variants together, per timing, on and off the step apart (each
-    case's variants judged against that case's own bound)."""
-    rows = [r for c in cases for r in c["rows"]]
-    out: dict[str, Any] = {}
-    for kind, on in (("on_step", True), ("off_step", False)):
-        out[kind] = {}
-        for s in timings:
-            bounded = [c[kind][s] for c in cases if c[kind][s]["within_own_bound"] is not None]
-            held = sum(b["within_own_bound"] * b["n"] for b in bounded) / sum(b["n"] for b in bounded) if bounded else None
-            out[kind][s] = score([r for r in rows if r["on_step"] == on], s, None) | {"within_own_bound": held}
-    out["variant_profile_seconds_total"] = {s: round(sum(c["variant_profile_seconds"][s] for c in cases), 1)
-                                            for s in timings}
-    return out
+    """Every case's test variants together, per timing, on and off the step apart."""
+    return scores([r for c in cases for r in c["rows"]], timings) | {
+        "variant_profile_seconds_total": {s: round(sum(c["variant_profile_seconds"][s] for c in cases), 1)
+                                          for s in timings}}
 
 
 def main() -> None:
