@@ -27,7 +27,7 @@ from compiler.core.budget import contradiction as floor_contradiction
 from compiler.core.errors import BadInputError
 from compiler.core.lower import as_inputs
 from compiler.core.memory import check_fits
-from targets.base import Artifact, LatencyStats, Target, Timing, time_pair
+from targets.base import Artifact, LatencyStats, Target, Timing, time_group
 
 from .blocks import Block, extract
 from .grid import grid_values, off_step_probes, step_class
@@ -54,22 +54,29 @@ class ProfileStats:
 # n / (n + 1): 9 reach 90%.
 VARIANTS = 24
 OFF_STEP_VARIANTS = 9
+BLOCK_GROUP = 4  # block engines timed at once beside the metronome (time_group; tools/bench_block_group.py)
+VARIANT_GROUP = 1  # variants timed at once beside the unpruned model (more: README, "several at once")
 
 
 def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out: str | os.PathLike | None = None,
             grid_points: int = 6, variants: int = VARIANTS, off_step_variants: int = OFF_STEP_VARIANTS, seed: int = 0,
             name: str | None = None, block_timing: Timing = BLOCK_TIMING, model_timing: Timing = MODEL_TIMING,
             force: bool = False, progress: bool = True, save_every_s: float = 5.0,
-            memory_limit: str | int | None = "auto") -> LatencyTable:
+            memory_limit: str | int | None = "auto", block_group: int = BLOCK_GROUP,
+            variant_group: int = VARIANT_GROUP) -> LatencyTable:
     """Profile `model` on `target` into a LatencyTable (extending and resuming `out` if it exists).
     `variants` random on-step variants fit the model's end-to-end correction; `off_step_variants`
-    more, at any channel counts, only check it (Predictor.error_pct off the step).
+    more, at any channel counts, only check it (Predictor.error_pct off the step). Blocks are
+    timed `block_group` at a time in turns with the metronome, variants `variant_group` at a
+    time in turns with the unpruned model (time_group: the reference's share of the time falls).
     `memory_limit` ('auto': 90% of available memory, a size such as '16G', or None) refuses a
     model whose estimated footprint would not fit, before anything is built."""
     t0 = time.perf_counter()
-    if grid_points < 2 or variants < 0 or off_step_variants < 0 or not save_every_s > 0:
-        raise BadInputError(f"profile needs grid_points >= 2, variants >= 0, off_step_variants >= 0 and "
-                            f"save_every_s > 0 (got {grid_points}, {variants}, {off_step_variants}, {save_every_s})")
+    if (grid_points < 2 or variants < 0 or off_step_variants < 0 or not save_every_s > 0
+            or block_group < 1 or variant_group < 1):
+        raise BadInputError(f"profile needs grid_points >= 2, variants >= 0, off_step_variants >= 0, save_every_s > 0, "
+                            f"block_group >= 1 and variant_group >= 1 (got {grid_points}, {variants}, "
+                            f"{off_step_variants}, {save_every_s}, {block_group}, {variant_group})")
     fp = target.fingerprint()
     table = _start(out, fp, target, block_timing, model_timing, force)
     inputs = as_inputs(example_inputs)
@@ -94,30 +101,34 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
     if progress and not todo:
         tqdm.write(f"latency table: all {reused} points of {name or type(model).__name__} on {target.name} "
                    f"are already measured{f' in {out}' if out else ''}; reusing them", file=sys.stderr)
-    bar = tqdm(todo, desc=f"profile {name or type(model).__name__} on {target.name}", unit="pt",
+    bar = tqdm(total=len(todo), desc=f"profile {name or type(model).__name__} on {target.name}", unit="pt",
                disable=not progress or not todo, dynamic_ncols=True)
     if hasattr(target, "prepare"):  # e.g. TVM: tune the whole grid in one run
         target.prepare([blocks[k].module(p) for k, p, _ in todo] + ([_EMPTY] if table.overhead_ms <= 0 else []))
     timed = _paced(table, target, block_timing, model_timing) if todo or table.overhead_ms <= 0 else None
     if table.overhead_ms <= 0:
-        table.overhead_ms = timed(target, target.build(*_EMPTY)).median_ms
+        table.overhead_ms = timed([(target, target.build(*_EMPTY))])[0].median_ms
     try:
-        for key, point, slow in bar:
+        for start in range(0, len(todo), block_group):
+            chunk = todo[start:start + block_group]
+            key, point, slow = chunk[0]
             bar.set_postfix_str(blocks[key].describe(point) + (" (fallback kernels)" if slow else ""))
-            module, xs = blocks[key].module(point)
-            on = fallback if slow else target
-            stats = timed(on, on.build(module, xs))
-            entry = table.entries[key]
-            (entry.slow if slow else entry.points)[point] = [stats.median_ms, stats.p10_ms, stats.p90_ms, stats.runs]
+            engines = [(on, on.build(*blocks[key].module(point)))
+                       for key, point, slow in chunk for on in [fallback if slow else target]]
+            for (key, point, slow), stats in zip(chunk, timed(engines)):
+                points = table.entries[key].slow if slow else table.entries[key].points
+                points[point] = [stats.median_ms, stats.p10_ms, stats.p90_ms, stats.runs]
+            bar.update(len(chunk))
             if out is not None and time.monotonic() - last_save > save_every_s:
                 table.save(out)
                 last_save = time.monotonic()
     finally:  # also on Ctrl-C: keep what was measured (the save is atomic)
+        bar.close()
         if out is not None and todo:
             table.save(out)
 
     n_var = _correct(table, model, inputs, gm, space, target, fallback is not None, (variants, off_step_variants),
-                     seed, model_timing, name, progress)
+                     seed, model_timing, name, progress, variant_group)
     if out is not None:
         table.save(out)
         table = load(out)
@@ -220,20 +231,21 @@ def _metronome() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
     return torch.nn.Sequential(conv, torch.nn.ReLU()).eval(), (torch.rand(1, 32, 16, 16, generator=g),)
 
 
-Timed = Callable[[Target, Artifact], LatencyStats]
+Timed = Callable[[list[tuple[Target, Artifact]]], list[LatencyStats]]
 
 
 def _paced(table: LatencyTable, target: Target, timing: Timing, reference_timing: Timing) -> Timed:
-    """How a profile times one block engine. On a host-clock target (ONNX Runtime), in turns
-    with the metronome (time_pair, each engine `min_seconds` / 2 per round, so a block costs
-    what it did alone) and scaled by the metronome's time in the table over its time beside the
-    block: a busy spell during one block's timing (a shared 2-core host ran the same engine 1.55x
-    slower for seconds at a time) slows the metronome beside it as much, and is taken out, so
-    the table's shape holds. The table's metronome time is measured once, by the profile that
-    starts it, and every later profile of the table scales to it. A target with its own clock
-    (TVM's evaluator, CUDA events) times the block alone."""
+    """How a profile times block engines (each on its target: the fast or the fallback kernels).
+    On a host-clock target (ONNX Runtime), in turns with the metronome (time_group, each engine
+    `min_seconds` / 2 per round, so a block costs what it did alone when timed by itself) and
+    scaled by the metronome's time in the table over its time beside the block: a busy spell
+    during one block's timing (a shared 2-core host ran the same engine 1.55x slower for seconds
+    at a time) slows the metronome beside it as much, and is taken out, so the table's shape
+    holds. The table's metronome time is measured once, by the profile that starts it, and every
+    later profile of the table scales to it. A target with its own clock (TVM's evaluator, CUDA
+    events) times each block alone."""
     if not target.times_on_host:
-        return lambda on, engine: on.measure(engine, timing)
+        return lambda engines: [on.measure(engine, timing) for on, engine in engines]
     metro = target.build(*_metronome())
     if "metronome" not in table.timing:
         table.timing["metronome"] = {"engine": METRONOME,
@@ -241,9 +253,10 @@ def _paced(table: LatencyTable, target: Target, timing: Timing, reference_timing
     ref_ms = float(table.timing["metronome"]["ms"])
     half = dataclasses.replace(timing, min_seconds=timing.min_seconds / 2)
 
-    def timed(on: Target, engine: Artifact) -> LatencyStats:
-        beside, stats = time_pair(lambda: target.run(metro), lambda: on.run(engine), half)
-        return _scaled(stats, ref_ms / beside.median_ms)
+    def timed(engines: list[tuple[Target, Artifact]]) -> list[LatencyStats]:
+        calls = [(lambda on=on, engine=engine: on.run(engine)) for on, engine in engines]
+        return [_scaled(stats, ref_ms / beside.median_ms)
+                for beside, stats in time_group(lambda: target.run(metro), calls, half)]
     return timed
 
 
@@ -255,11 +268,12 @@ def _scaled(stats: LatencyStats, factor: float) -> LatencyStats:
 
 def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], gm: Any,
              space: Any, target: Target, has_fallback: bool, counts: tuple[int, int], seed: int, timing: Timing,
-             name: str | None, progress: bool) -> int:
+             name: str | None, progress: bool, group: int) -> int:
     """Fit measured ~ scale * sum(blocks) [+ weights] [+ offset] on the full model, random
     on-step variants and the smallest reachable model, each measured next to the unpruned model
     so that machine drift cancels; then measure off-step variants (any channel counts) the same
-    way, kept out of the fit, to say how far off the correction is there."""
+    way, kept out of the fit, to say how far off the correction is there. `group` variants at a
+    time share the unpruned model's turns (Target.measure_group)."""
     on = Predictor(table, gm, inputs, space=space)
     record = table.models.setdefault(on.key, {"name": name or type(model).__name__,
                                               "inputs": [list(t.shape) for t in inputs], "variants": []})
@@ -282,11 +296,15 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
         target.prepare([(m, inputs) for m in smalls])
     if todo:  # plan 0 is the unpruned model itself, unless an earlier run measured it
         full = target.build(smalls[0] if not record["variants"] else rewrite(gm, space, None), inputs)
-    for (done, pred, widths), small in tqdm(list(zip(todo, smalls)), desc="end-to-end variants",
-                                            disable=not progress or not todo, dynamic_ncols=True):
-        ref, stats = target.measure_beside(target.build(small, inputs), full, timing)  # drift cancels
-        done.append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
-                     "unpruned_beside_ms": round(ref.median_ms, 6)})
+    bar = tqdm(total=len(todo), desc="end-to-end variants", disable=not progress or not todo, dynamic_ncols=True)
+    for start in range(0, len(todo), group):
+        plans_now = todo[start:start + group]
+        engines = [target.build(small, inputs) for small in smalls[start:start + group]]
+        for (done, pred, widths), (ref, stats) in zip(plans_now, target.measure_group(engines, full, timing)):
+            done.append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
+                         "unpruned_beside_ms": round(ref.median_ms, 6)})  # drift cancels in the ratio
+        bar.update(len(plans_now))
+    bar.close()
     fit_model(record, table.overhead_ms)
     fitted = Predictor(table, gm, inputs, space=space)
     for problem in (contradiction(fitted), noise_warning(record["name"], fitted.noise_pct)):

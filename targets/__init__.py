@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 from .base import (Artifact, LatencyStats, Take, Target, TargetError, TargetUnavailable, Timing, adaptive, settle,
-                   settled, take, time_calls, time_cuda, time_pair)
+                   settled, take, time_calls, time_cuda, time_group, time_pair)
 
 _REGISTRY = {
     "onnxruntime-cpu": ("targets.onnxruntime_cpu", "OnnxRuntimeCPU"),
@@ -42,5 +42,5 @@ def get(name: str, **options: Any) -> Target:
 
 
 __all__ = ["get", "NAMES", "Target", "Artifact", "LatencyStats", "Timing", "TargetError",
-           "TargetUnavailable", "time_calls", "time_pair", "adaptive", "settled", "time_cuda", "Take", "take",
+           "TargetUnavailable", "time_calls", "time_group", "time_pair", "adaptive", "settled", "time_cuda", "Take", "take",
            "settle"]

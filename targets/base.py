@@ -186,24 +186,51 @@ def time_pair(reference: Callable[[], Any], call: Callable[[], Any], timing: Tim
     correlate at 0.67 on these 2-core hosts), so in turns it slows both engines alike and
     their ratio holds, where one timed after the other catches it in one of them only. The
     round whose larger spread is the smaller wins, both engines' stats from that same round."""
-    for _ in range(timing.warmup):
-        reference()
-        call()
+    return time_group(reference, [call], timing, clock, turn)[0]
 
-    def one_round() -> tuple[LatencyStats, LatencyStats]:
-        samples: tuple[list[float], list[float]] = ([], [])
+
+Pair = tuple[LatencyStats, LatencyStats]  # (the reference's stats, the engine's), from one round
+
+
+def time_group(reference: Callable[[], Any], calls: Sequence[Callable[[], Any]], timing: Timing = Timing(),
+               clock: Callable[[], float] = time.perf_counter, turn: int = 4) -> list[Pair]:
+    """time_pair for several engines beside one reference: all of them in turns, the reference
+    and each engine `min_seconds` a round, so the reference takes 1 / (k + 1) of the time
+    instead of half. Per engine, (the reference's stats, its own) from the round whose larger
+    spread is the smaller; an engine whose round is within `max_rel_iqr` sits out the rounds
+    after it, the reference never does."""
+    for _ in range(timing.warmup):
+        for fn in (reference, *calls):
+            fn()
+    best: dict[int, Pair] = {}
+    rounds: dict[int, int] = {}
+
+    def spread(pair: Pair) -> float:
+        return max(x.rel_iqr for x in pair)
+
+    pending = list(range(len(calls)))
+    for r in range(1, timing.max_rounds + 1):
+        if not pending:
+            break
+        fns = [reference, *(calls[i] for i in pending)]
+        samples: list[list[float]] = [[] for _ in fns]
         start = clock()
-        while len(samples[0]) < timing.min_runs or clock() - start < 2 * timing.min_seconds:
-            for fn, into in ((reference, samples[0]), (call, samples[1])):
+        while len(samples[0]) < timing.min_runs or clock() - start < len(fns) * timing.min_seconds:
+            for fn, into in zip(fns, samples):
                 fn()
                 for _ in range(turn):
                     t0 = clock()
                     fn()
                     into.append((clock() - t0) * 1e3)
-        return LatencyStats.from_samples(samples[0]), LatencyStats.from_samples(samples[1])
-
-    (ref, stats), rounds = _tightest(one_round, lambda pair: max(x.rel_iqr for x in pair), timing)
-    return dataclasses.replace(ref, rounds=rounds), dataclasses.replace(stats, rounds=rounds)
+        ref = LatencyStats.from_samples(samples[0])
+        for i, got in zip(pending, samples[1:]):
+            pair = (ref, LatencyStats.from_samples(got))
+            if i not in best or spread(pair) < spread(best[i]):
+                best[i] = pair
+            rounds[i] = r
+        pending = [i for i in pending if spread(best[i]) > timing.max_rel_iqr]
+    return [(dataclasses.replace(best[i][0], rounds=rounds[i]), dataclasses.replace(best[i][1], rounds=rounds[i]))
+            for i in range(len(calls))]
 
 
 @dataclass
@@ -286,9 +313,15 @@ class Target(abc.ABC):
         """Time `reference` and the engine side by side: (reference's stats, the engine's). On the
         host clock in turns (time_pair); a target that times on its own clock (TVM's evaluator,
         CUDA events) times the reference, then the engine."""
+        return self.measure_group([artifact], reference, timing)[0]
+
+    def measure_group(self, artifacts: Sequence[Artifact], reference: Artifact,
+                      timing: Timing = Timing()) -> list[Pair]:
+        """measure_beside for several engines at once: on the host clock all in turns with one
+        reference (time_group); on a target's own clock, each after the reference again."""
         if not self.times_on_host:
-            return self.measure(reference, timing), self.measure(artifact, timing)
-        return time_pair(lambda: self.run(reference), lambda: self.run(artifact), timing)
+            return [(self.measure(reference, timing), self.measure(a, timing)) for a in artifacts]
+        return time_group(lambda: self.run(reference), [(lambda a=a: self.run(a)) for a in artifacts], timing)
 
     @property
     def times_on_host(self) -> bool:

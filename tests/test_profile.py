@@ -18,6 +18,7 @@ import latency_tables
 import targets
 from cli_models import small_fmnist, tiny
 from helpers import latprune
+from compiler.core.errors import BadInputError
 from compiler.models import resnet20
 from latency_tables.blocks import PlaceCounter, extract
 from latency_tables.grid import step_class
@@ -288,6 +289,27 @@ def test_a_profile_with_more_variants_measures_only_the_added_ones(tmp_path) -> 
     assert added == 2 and extended == weights(tmp_path / "b.json", 3)[1]  # before: the smallest twice, one lost
 
 
+def test_blocks_and_variants_timed_in_groups_fill_the_same_table(tmp_path) -> None:
+    """Blocks three at a time beside the metronome, variants two at a time beside the unpruned
+    model (time_group): every grid point is measured, every variant recorded with the unpruned
+    model's time from its own group (shared within a group), and the correction is fitted."""
+    tgt, x = targets.get("onnxruntime-cpu", threads=1), torch.randn(1, 3, 16, 16)
+    alone = latency_tables.profile(tiny(), x, tgt, out=tmp_path / "alone.json", grid_points=2, variants=2,
+                                   off_step_variants=1, progress=False, block_timing=QUICK_BLOCK,
+                                   model_timing=QUICK_MODEL)
+    grouped = latency_tables.profile(tiny(), x, tgt, out=tmp_path / "grouped.json", grid_points=2, variants=2,
+                                     off_step_variants=1, progress=False, block_timing=QUICK_BLOCK,
+                                     model_timing=QUICK_MODEL, block_group=3, variant_group=2)
+    assert grouped.summary()["points"] == alone.summary()["points"] > 3
+    assert all(not e.missing() for e in grouped.entries.values())
+    record = next(iter(grouped.models.values()))
+    beside = [v["unpruned_beside_ms"] for v in record["variants"] + record["off_step"]]
+    assert len(beside) == 5 and beside[0] == beside[1] and beside[2] == beside[3]  # groups (0, 1) (2, 3) (4)
+    assert "coef" in record["correction"]
+    with pytest.raises(BadInputError, match="variant_group >= 1"):
+        latency_tables.profile(tiny(), x, tgt, variant_group=0, progress=False)
+
+
 def _profile_tiny(out: Path) -> None:
     """A quick profile of the tiny model with its self-checks (a profile's warnings)."""
     tgt = targets.get("onnxruntime-cpu", threads=1)
@@ -379,8 +401,9 @@ class Loaded(Target):
 
 def test_a_busy_spell_while_a_block_is_timed_is_taken_out_by_the_metronome_beside_it() -> None:
     """The table's metronome time is taken once (quiet); a block timed during a spell that runs
-    everything 2x slower reads 1.0 ms alone but its quiet 0.5 ms beside the metronome. A target
-    with its own clock times the block alone and keeps no metronome."""
+    everything 2x slower reads 1.0 ms alone but its quiet 0.5 ms beside the metronome, alone or
+    in a group of blocks sharing the metronome's turns. A target with its own clock times the
+    block alone and keeps no metronome."""
     tgt, table = Loaded(), LatencyTable({"target": "loaded"}, {}, 8)
     quick = Timing(warmup=2, min_runs=10, min_seconds=0.04, max_rounds=1)
     timed = _paced(table, tgt, quick, quick)
@@ -388,12 +411,15 @@ def test_a_busy_spell_while_a_block_is_timed_is_taken_out_by_the_metronome_besid
     block = tgt.build(torch.nn.Identity(), ())
     tgt.load = 2.0
     assert tgt.measure(block, quick).median_ms == pytest.approx(1.0, rel=0.15)
-    assert timed(tgt, block).median_ms == pytest.approx(0.5, rel=0.15)
+    assert timed([(tgt, block)])[0].median_ms == pytest.approx(0.5, rel=0.15)
+    small = tgt.build(torch.nn.ReLU(), ())
+    assert [s.median_ms for s in timed([(tgt, block), (tgt, small), (tgt, block)])] == pytest.approx([0.5, 0.2, 0.5],
+                                                                                                    rel=0.15)
 
     class OwnClock(Loaded):
         def measure(self, artifact, timing=Timing()):
             return super().measure(artifact, timing)
     own, plain = OwnClock(), LatencyTable({"target": "loaded"}, {}, 8)
     own.load = 2.0
-    assert _paced(plain, own, quick, quick)(own, block).median_ms == pytest.approx(1.0, rel=0.15)
+    assert _paced(plain, own, quick, quick)([(own, block)])[0].median_ms == pytest.approx(1.0, rel=0.15)
     assert "metronome" not in plain.timing

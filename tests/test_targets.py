@@ -131,6 +131,33 @@ def test_two_engines_timed_in_turn_keep_their_ratio_through_a_busy_spell() -> No
     assert ref.runs == eng.runs and ref.p90_ms == pytest.approx(0.4)
 
 
+def test_engines_timed_in_a_group_beside_one_reference_keep_their_ratios_and_the_steady_sit_out() -> None:
+    """time_group: three engines in turns with one reference through a busy spell keep each
+    ratio to it; the reference runs as long as each engine, not as long as all of them; an
+    engine whose round is tight sits out the rounds after it, a jittery one is timed every round."""
+    now = [0.0]
+
+    def engine(ms: float, jitter: float = 0.0):
+        calls = [0]
+
+        def call() -> None:
+            calls[0] += 1
+            wobble = 1.0 + (jitter if calls[0] % 2 else -jitter)
+            now[0] += ms / 1e3 * wobble * (2.0 if now[0] >= 0.004 else 1.0)
+        return call
+
+    spell = Timing(warmup=0, min_runs=10, min_seconds=0.01, max_rel_iqr=1.0, max_rounds=1)
+    pairs = targets.time_group(engine(0.2), [engine(0.1), engine(0.3), engine(0.4)], spell, clock=lambda: now[0])
+    assert [eng.median_ms / ref.median_ms for ref, eng in pairs] == pytest.approx([0.5, 1.5, 2.0])
+    assert len({ref.runs for ref, _ in pairs} | {eng.runs for _, eng in pairs}) == 1
+    now[0] = 1.0  # the spell throughout: every call twice as slow
+    rounds = Timing(warmup=0, min_runs=10, min_seconds=0.01, max_rel_iqr=0.05, max_rounds=3)
+    (r0, steady), (r1, jittery) = targets.time_group(engine(0.2), [engine(0.1), engine(0.1, jitter=0.5)], rounds,
+                                                     clock=lambda: now[0])
+    assert (steady.rounds, r0.rounds, jittery.rounds, r1.rounds) == (1, 1, 3, 3)
+    assert steady.median_ms / r0.median_ms == pytest.approx(0.5)
+
+
 def test_a_time_over_the_limit_is_taken_again_and_the_fastest_stands() -> None:
     def measurements(*medians: float):
         it = iter(medians)

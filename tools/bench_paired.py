@@ -4,9 +4,11 @@ A relative budget (0.5x), the profile's correction and the latency benchmarks al
 engine by its time over the unpruned engine's, timed beside it. On a shared host busy spells
 last many calls; timed one after the other, a spell can land in one engine's timing only.
 This measures, for a few random pruned variants of each case, that ratio `--repeats` times
-by three protocols (their order rotating), spread over minutes: sequential (the unpruned
-engine, then the variant: what latprune did before), and in turns of 1 or of 4 timed calls,
-each turn after an untimed one (targets.time_pair; 4 is its default). It reports how much the
+by several protocols (their order rotating from repeat to repeat), spread over minutes:
+sequential (the unpruned engine, then the variant: what latprune did before), in turns of 1 or
+of 4 timed calls, each turn after an untimed one (targets.time_pair; 4 is its default), and
+(`--protocols`) in turns of any length, or all the variants at once in turns with one unpruned
+engine ('group turns of N': targets.time_group, as a profile can time them). It reports how much the
 ratio varies between repeats (p10-p90 and max-min, % of its median) and its median per
 protocol, with the unpruned engine's own spread over the same time as the noise it had to
 cancel. Writes JSON.
@@ -38,12 +40,29 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"p10_p90_pct": float((p90 - p10) / p50 * 100), "max_min_pct": float((max(values) - min(values)) / p50 * 100)}
 
 
+def timed(target: targets.Target, protocol: str, full: targets.Artifact,
+          engines: list[targets.Artifact]) -> list[tuple[targets.LatencyStats, targets.LatencyStats]]:
+    """(the unpruned engine's stats, the variant's) for every variant by one protocol:
+    'sequential', 'turns of N' (time_pair, each variant on its own beside the unpruned engine) or
+    'group turns of N' (time_group: all the variants at once beside one unpruned engine)."""
+    if protocol == "sequential":
+        return [(target.measure(full, MODEL_TIMING), target.measure(eng, MODEL_TIMING)) for eng in engines]
+    turn = int(protocol.split()[-1])
+    if protocol.startswith("group "):
+        return targets.time_group(lambda: target.run(full), [(lambda e=e: target.run(e)) for e in engines],
+                                  MODEL_TIMING, turn=turn)
+    return [targets.time_pair(lambda: target.run(full), lambda e=eng: target.run(e), MODEL_TIMING, turn=turn)
+            for eng in engines]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="shufflenet_v2_x0_5@96x1,resnet20@32x1")
     ap.add_argument("--variants", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocols", default="sequential,turns of 1,turns of 4",
+                    help="comma-separated: sequential, 'turns of N', 'group turns of N' (all variants at once)")
     ap.add_argument("--out", type=Path, default=Path("build/bench_paired.json"))
     args = ap.parse_args()
     target = targets.get("onnxruntime-cpu", threads=1)
@@ -58,19 +77,14 @@ def main() -> None:
         full = target.build(gm, x)
         engines = [target.build(compiler.rewrite(gm, space, space.random_widths(rng, 0.25, 1.0), "l1", x), x)
                    for _ in range(args.variants)]
-        protocols = ["sequential", "turns of 1", "turns of 4"]
+        protocols = args.protocols.split(",")
         ratios: dict[str, list[list[float]]] = {p: [[] for _ in engines] for p in protocols}
         unpruned = []
         t0 = time.perf_counter()
         for rep in range(args.repeats):
-            for i, eng in enumerate(engines):
-                for k in range(len(protocols)):
-                    protocol = protocols[(rep + i + k) % len(protocols)]
-                    if protocol == "sequential":
-                        ref, st = target.measure(full, MODEL_TIMING), target.measure(eng, MODEL_TIMING)
-                    else:
-                        ref, st = targets.time_pair(lambda: target.run(full), lambda: target.run(eng), MODEL_TIMING,
-                                                    turn=int(protocol.split()[-1]))
+            for k in range(len(protocols)):
+                protocol = protocols[(rep + k) % len(protocols)]
+                for i, (ref, st) in enumerate(timed(target, protocol, full, engines)):
                     ratios[protocol][i].append(st.median_ms / ref.median_ms)
                     unpruned.append(ref.median_ms)
             print(f"{case} repeat {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)

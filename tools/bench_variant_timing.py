@@ -4,7 +4,8 @@ A profile's variants (24 on the step, 9 off it, plus the unpruned and smallest m
 timed in turns beside the unpruned model, `min_seconds` per engine per round for up to
 `max_rounds` rounds; that was 61% of a ResNet-20 profile's time. Per case, on this host's ONNX
 Runtime: profile the blocks once into a fresh table (no variants), copy it once per variant
-timing to compare (`--timings`, e.g. 1.0x3 = 1 s a round, 3 rounds at most), and profile each
+timing to compare (`--timings`, e.g. 1.0x3 = 1 s a round, 3 rounds at most; 1.0x3g5 = the same,
+five variants at a time in turns with one unpruned engine: targets.time_group), and profile each
 copy's variants with its timing (the blocks are all reused, so the copies differ in their
 variants alone, and each profile's wall time is their cost). The timings take turns going
 first from case to case. Then `--test` fresh on-step and off-step Widths (seeds the profile
@@ -42,10 +43,12 @@ from latency_tables.profile import MODEL_TIMING  # noqa: E402
 from targets.base import Timing  # noqa: E402
 
 
-def parse_timing(spec: str) -> Timing:
-    """'0.5x3' -> MODEL_TIMING with 0.5 s a round and at most 3 rounds."""
-    seconds, rounds = spec.split("x")
-    return dataclasses.replace(MODEL_TIMING, min_seconds=float(seconds), max_rounds=int(rounds))
+def parse_timing(spec: str) -> tuple[Timing, int]:
+    """'0.5x3' -> (MODEL_TIMING with 0.5 s a round and at most 3 rounds, variants timed one at
+    a time beside the unpruned model); '1.0x3g5' -> (1 s x 3, five at a time: time_group)."""
+    timing, _, group = spec.partition("g")
+    seconds, rounds = timing.split("x")
+    return dataclasses.replace(MODEL_TIMING, min_seconds=float(seconds), max_rounds=int(rounds)), int(group or 1)
 
 
 def score(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
@@ -94,8 +97,9 @@ def run_case(case: str, target: targets.Target, timings: list[str], first: int, 
         path = work / f"{name}-{spec}.json"
         fresh.save(path)
         t1 = time.perf_counter()
-        tables[spec] = latency_tables.profile(model, x, target, out=path, name=case, seed=seed,
-                                              grid_points=grid_points, model_timing=parse_timing(spec))
+        timing, group = parse_timing(spec)
+        tables[spec] = latency_tables.profile(model, x, target, out=path, name=case, seed=seed, grid_points=grid_points,
+                                              model_timing=timing, variant_group=group)
         variant_s[spec] = round(time.perf_counter() - t1, 1)
         print(f"{case}: variants at {spec} took {variant_s[spec]} s", file=sys.stderr, flush=True)
 
@@ -123,7 +127,7 @@ def run_case(case: str, target: targets.Target, timings: list[str], first: int, 
     fit = {s: {k: tables[s].models[key].get(k) for k in ("fit_error_pct", "off_step_error_pct")}
            | {"noise_pct": profile_noise_pct(tables[s].models[key])} for s in timings}
     return {"case": case, "grid_points": grid_points, "blocks_profile_seconds": round(blocks_s, 1),
-            "timings": {s: dataclasses.asdict(parse_timing(s)) for s in timings}, "went_first": order[0],
+            "timings": {s: dataclasses.asdict(parse_timing(s)[0]) | {"group": parse_timing(s)[1]} for s in timings}, "went_first": order[0],
             "variant_profile_seconds": variant_s,
             "fit": fit, **scores(rows, timings),
             "noise_floor_p10_p90_pct": float((np.percentile(refs, 90) - np.percentile(refs, 10)) / np.median(refs) * 100),
@@ -140,7 +144,8 @@ def pooled(cases: list[dict[str, Any]], timings: list[str]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="googlenet@96,shufflenet_v2_x0_5@96,efficientnet_b0@96")
-    ap.add_argument("--timings", default="1.0x3,0.5x3", help="variant timings to compare: seconds a round x rounds")
+    ap.add_argument("--timings", default="1.0x3,0.5x3", help="variant timings to compare: seconds a round x rounds, "
+                    "then gN to time N variants at once beside the unpruned model (1.0x3g5)")
     ap.add_argument("--test", type=int, default=12, help="fresh test Widths per case, on the step and off it each")
     ap.add_argument("--grid-points", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
