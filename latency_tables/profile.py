@@ -13,9 +13,9 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from .blocks import Block, extract
 from .grid import grid_values, off_step_probes, step_class
 from .predict import Predictor, corrected, design, noise_warning
 from .table import Entry, LatencyTable, TableError, fingerprint_mismatch, load
+
+T = TypeVar("T")
 
 BLOCK_TIMING = Timing(warmup=5, min_runs=10, min_seconds=0.2, max_rel_iqr=0.05, max_rounds=3)
 MODEL_TIMING = Timing(warmup=5, min_runs=10, min_seconds=1.0, max_rel_iqr=0.03, max_rounds=3)
@@ -109,8 +111,7 @@ def profile(model: torch.nn.Module, example_inputs: Any, target: Target, *, out:
     if table.overhead_ms <= 0:
         table.overhead_ms = timed([(target, target.build(*_EMPTY))])[0].median_ms
     try:
-        for start in range(0, len(todo), block_group):
-            chunk = todo[start:start + block_group]
+        for chunk in _groups(todo, block_group):
             key, point, slow = chunk[0]
             bar.set_postfix_str(blocks[key].describe(point) + (" (fallback kernels)" if slow else ""))
             engines = [(on, on.build(*blocks[key].module(point)))
@@ -220,6 +221,11 @@ _EMPTY = (torch.nn.ReLU(), (torch.zeros(1, 8),))
 METRONOME = "conv3x3 32->32 + relu, 1x32x16x16"
 
 
+def _groups(items: list[T], size: int) -> Iterator[list[T]]:
+    """`items` in consecutive runs of `size` (the last may be shorter): what is timed at once."""
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
 def _metronome() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
     """The fixed engine every block is timed beside (METRONOME): a mid-sized conv, so that it
     slows in a busy spell as the blocks do. Fixed weights, so every profile builds the same one."""
@@ -297,14 +303,15 @@ def _correct(table: LatencyTable, model: torch.nn.Module, inputs: tuple[torch.Te
     if todo:  # plan 0 is the unpruned model itself, unless an earlier run measured it
         full = target.build(smalls[0] if not record["variants"] else rewrite(gm, space, None), inputs)
     bar = tqdm(total=len(todo), desc="end-to-end variants", disable=not progress or not todo, dynamic_ncols=True)
-    for start in range(0, len(todo), group):
-        plans_now = todo[start:start + group]
-        engines = [target.build(small, inputs) for small in smalls[start:start + group]]
-        for (done, pred, widths), (ref, stats) in zip(plans_now, target.measure_group(engines, full, timing)):
-            done.append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
-                         "unpruned_beside_ms": round(ref.median_ms, 6)})  # drift cancels in the ratio
-        bar.update(len(plans_now))
-    bar.close()
+    try:
+        for chunk in _groups(list(zip(todo, smalls)), group):
+            engines = [target.build(small, inputs) for _, small in chunk]
+            for ((done, pred, widths), _), (ref, stats) in zip(chunk, target.measure_group(engines, full, timing)):
+                done.append({"features": pred.features(widths).round(6).tolist(), "measured": stats.to_dict(),
+                             "unpruned_beside_ms": round(ref.median_ms, 6)})  # drift cancels in the ratio
+            bar.update(len(chunk))
+    finally:
+        bar.close()
     fit_model(record, table.overhead_ms)
     fitted = Predictor(table, gm, inputs, space=space)
     for problem in (contradiction(fitted), noise_warning(record["name"], fitted.noise_pct)):

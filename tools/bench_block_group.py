@@ -49,9 +49,10 @@ def spread(ratios: list[float]) -> dict[str, Any]:
             "shape_max_abs_pct": float(shape.max()), "ratios": [round(float(v), 5) for v in r]}
 
 
-def compare(a: latency_tables.LatencyTable, b: latency_tables.LatencyTable,
-            sums: dict[str, list[np.ndarray]], i: int, j: int) -> dict[str, Any]:
+def compare(tables: list[latency_tables.LatencyTable], sums: dict[str, list[np.ndarray]], i: int,
+            j: int) -> dict[str, Any]:
     """Table i against table j: every grid point's median, and the block sums of the test Widths."""
+    a, b = tables[i], tables[j]
     points = [b.entries[k].points[p][0] / e.points[p][0] for k, e in a.entries.items() for p in e.points]
     slow = [b.entries[k].slow[p][0] / e.slow[p][0] for k, e in a.entries.items() for p in e.slow]
     return {"points": spread(points), "fallback_points": spread(slow) if slow else None,
@@ -80,7 +81,7 @@ def run_case(case: str, target: targets.Target, group: int, n_test: int, seed: i
         widths = [space.random_widths(rng, 0.25, 1.0) for _ in range(n_test)]
         prices = [latency_tables.Predictor(t, gm, x, space=space) for t in tables]
         sums[kind] = [np.array([p.features(w)[[0, 3]].sum() for w in widths]) for p in prices]
-    pairs = [{"tables": [i, j], "same_timing": order[i] == order[j], **compare(tables[i], tables[j], sums, i, j)}
+    pairs = [{"tables": [i, j], "same_timing": order[i] == order[j], **compare(tables, sums, i, j)}
              for i, j in itertools.combinations(range(len(order)), 2)]
     return {"case": case, "grid_points": grid_points, "order_block_group": order, "block_profile_seconds": seconds,
             "grouped_over_alone_seconds": round((seconds[1] + seconds[2]) / (seconds[0] + seconds[3]), 3),

@@ -30,8 +30,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import latency_tables  # noqa: E402
-from bench_fitness import SHIPPED, candidates, header, reference_setup  # noqa: E402
+from bench_fitness import candidates, header, reference_setup  # noqa: E402
 from bench_search import accuracy, batches, finetune  # noqa: E402
 from compiler.core.adabn import adabn  # noqa: E402
 from compiler.core.api import repaired  # noqa: E402
@@ -57,6 +56,8 @@ def main() -> None:
     p.add_argument("--pn-steps", type=int, default=400, help="PruningNet training steps (batches of 64)")
     p.add_argument("--pn-lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid-points", type=int, default=3, help="when a held-out model's table is profiled here")
+    p.add_argument("--variants", type=int, default=6, help="when a held-out model's table is profiled here")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("tools/results/bench_estimators.json"))
     args = p.parse_args()
@@ -69,11 +70,10 @@ def main() -> None:
     train = [(xtr[i], ytr[i]) for i in order.split(64) if len(i) == 64]
     metric = top1(batches(xv, yv, args.eval_images))
     test = batches(xte, yte, args.test_images)
-    table = latency_tables.load(SHIPPED)
     result = header(args)
     rng = np.random.default_rng(args.seed)
     for name in args.models.split(","):
-        gm, space, unit, predict, full_ms = reference_setup(name, table)
+        gm, space, unit, predict, full_ms = reference_setup(name, args)
         x = torch.zeros(1, 1, 28, 28)
         pn = PruningNet(gm, space, unit)
         t0 = time.perf_counter()

@@ -3,7 +3,8 @@
 For each reference model and budget, random candidates whose predicted latency falls in the
 search's band (the shipped ORT table) are scored the way a compile scores them (AdaBN on
 `--calib-batches` training batches of 64, top-1 on `--eval-images` held-out images) and by each
-cheaper setting (fewer AdaBN batches, fewer held-out images, bf16 arithmetic). Reported per
+cheaper setting (fewer AdaBN batches, fewer held-out images, bf16 arithmetic, the right label's
+mean probability instead of top-1). Reported per
 setting: Spearman rank correlation with the full score (per budget and pooled), whether the full score's best
 candidate is in the cheap score's top 3, and seconds per candidate (medians over candidates,
 measured in this run side by side). One torch thread.
@@ -31,10 +32,9 @@ from compiler.core.groups import analyze  # noqa: E402
 from compiler.core.importance import scores  # noqa: E402
 from compiler.core.lower import lower  # noqa: E402
 from compiler.data import split_train  # noqa: E402
-from compiler.evaluate import Job, Screen, score, top1  # noqa: E402
-from compiler.models import reference  # noqa: E402
-
-SHIPPED = latency_tables.SHIPPED / "onnxruntime-cpu_amd-epyc-avx512_t1.json"
+from compiler.evaluate import Job, Screen, Top1, score, top1  # noqa: E402
+from bench_strategies import table_for  # noqa: E402
+from heldout_fmnist import bench_model  # noqa: E402
 
 
 def candidates(space: Any, predict: Any, budget_ms: float, n: int, rng: np.random.Generator) -> list[dict]:
@@ -57,12 +57,31 @@ def candidates(space: Any, predict: Any, budget_ms: float, n: int, rng: np.rando
     return out
 
 
-def parse_setting(s: str) -> tuple[int, int, str]:
-    """'2x256' -> (2 AdaBN batches, 256 images, fp32); '2x256bf16' the same in bf16."""
-    m = re.fullmatch(r"(\d+)x(\d+)(bf16)?", s)
+class TrueClassProb(Top1):
+    """The mean softmax probability of the right label: a smooth stand-in for top-1, measured as
+    a screen metric (it moves with every image's confidence, not only at the decision boundary)."""
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for x, y in self.batches:
+                total += float(model(x).float().softmax(1).gather(1, y.view(-1, 1)).sum())
+                n += len(y)
+        return total / n
+
+
+def true_class_prob(val: Any, max_images: int) -> TrueClassProb:
+    return TrueClassProb(top1(val, max_images=max_images).batches)
+
+
+def parse_setting(s: str) -> tuple[int, int, str, Any]:
+    """'2x256' -> (2 AdaBN batches, 256 images, fp32, top-1); '2x256bf16' the same in bf16; a
+    trailing 'p' scores by the mean probability of the right label instead of top-1."""
+    m = re.fullmatch(r"(\d+)x(\d+)(bf16)?(p)?", s)
     if not m:
-        raise SystemExit(f"bad setting {s!r}: ADABN_BATCHESxIMAGES, optionally followed by bf16")
-    return int(m[1]), int(m[2]), m[3] or "fp32"
+        raise SystemExit(f"bad setting {s!r}: ADABN_BATCHESxIMAGES, optionally followed by bf16, then p")
+    return int(m[1]), int(m[2]), m[3] or "fp32", true_class_prob if m[4] else top1
 
 
 def header(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,11 +90,13 @@ def header(args: argparse.Namespace) -> dict[str, Any]:
             "args": vars(args) | {"out": str(args.out)}, "models": {}}
 
 
-def reference_setup(name: str, table: Any) -> tuple[Any, Any, np.ndarray, Any, float]:
-    """A reference model lowered and analysed at the table's step: graph, space, L1 unit scores,
-    the table's predictor for it and its unpruned prediction."""
+def reference_setup(name: str, args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, Any, float]:
+    """A model (reference or held out) lowered and analysed at its table's step: graph, space, L1
+    unit scores, the table's predictor for it and its unpruned prediction."""
     x = torch.zeros(1, 1, 28, 28)
-    gm = lower(reference(name).eval(), x)
+    model = bench_model(name)
+    table = latency_tables.load(table_for(name, model, x, args))
+    gm = lower(model, x)
     space = analyze(gm, channel_step=table.channel_step)
     predict = table.predictor(gm, x, space=space)
     return gm, space, scores(gm, space, "l1"), predict, predict(None)
@@ -88,8 +109,10 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=24, help="per model and budget")
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--eval-images", type=int, default=2000)
-    p.add_argument("--settings", default="2x256,4x256,2x512,4x512", help="cheap settings: ADABN_BATCHESxIMAGES[bf16]")
+    p.add_argument("--settings", default="2x256,4x256,2x512,4x512", help="cheap settings: ADABN_BATCHESxIMAGES[bf16][p]")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid-points", type=int, default=3, help="when a held-out model's table is profiled here")
+    p.add_argument("--variants", type=int, default=6, help="when a held-out model's table is profiled here")
     p.add_argument("--out", type=Path, default=Path("tools/results/bench_fitness.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -97,16 +120,15 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     calib = [xt[idx] for idx in torch.randperm(len(xt), generator=g)[:64 * args.calib_batches].split(64)]
     val = [(xv[i:i + 500], yv[i:i + 500]) for i in range(0, args.eval_images, 500)]
-    settings = {"full": (args.calib_batches, args.eval_images, "fp32")}
+    settings = {"full": (args.calib_batches, args.eval_images, "fp32", top1)}
     settings.update({s: parse_setting(s) for s in args.settings.split(",")})
-    metrics = {name: top1(val, max_images=n) for name, (_, n, _) in settings.items()}
-    table = latency_tables.load(SHIPPED)
+    metrics = {name: metric(val, max_images=n) for name, (_, n, _, metric) in settings.items()}
     result = header(args)
     rng = np.random.default_rng(args.seed)
     for name in args.models.split(","):
-        gm, space, unit, predict, full_ms = reference_setup(name, table)
+        gm, space, unit, predict, full_ms = reference_setup(name, args)
         jobs = {s: Job(gm, space, unit, calib, metrics["full"], Screen(metrics[s], nb, precision))
-                for s, (nb, _, precision) in settings.items()}  # "full" is scored unscreened, as a compile does
+                for s, (nb, _, precision, _) in settings.items()}  # "full" is scored unscreened, as a compile does
         per_budget: dict[str, Any] = {}
         for b in (float(v) for v in args.budgets.split(",")):
             ws = candidates(space, predict, b * full_ms, args.candidates, rng)
