@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fitness import candidates, header, reference_setup  # noqa: E402
 from bench_search import accuracy, batches, finetune  # noqa: E402
+from bench_strategies import add_table_args  # noqa: E402
 from compiler.core.adabn import adabn  # noqa: E402
 from compiler.core.api import repaired  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
@@ -56,8 +57,7 @@ def main() -> None:
     p.add_argument("--pn-steps", type=int, default=400, help="PruningNet training steps (batches of 64)")
     p.add_argument("--pn-lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grid-points", type=int, default=3, help="when a held-out model's table is profiled here")
-    p.add_argument("--variants", type=int, default=6, help="when a held-out model's table is profiled here")
+    add_table_args(p)
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("tools/results/bench_estimators.json"))
     args = p.parse_args()

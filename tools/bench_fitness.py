@@ -1,7 +1,7 @@
 """Cheap fitness vs full fitness: does a candidate scored on fewer images keep its rank?
 
 For each reference model and budget, random candidates whose predicted latency falls in the
-search's band (the shipped ORT table) are scored the way a compile scores them (AdaBN on
+search's band (the shipped ORT table; for a held-out family, one profiled on first use) are scored the way a compile scores them (AdaBN on
 `--calib-batches` training batches of 64, top-1 on `--eval-images` held-out images) and by each
 cheaper setting (fewer AdaBN batches, fewer held-out images, bf16 arithmetic, the right label's
 mean probability instead of top-1). Reported per
@@ -33,7 +33,7 @@ from compiler.core.importance import scores  # noqa: E402
 from compiler.core.lower import lower  # noqa: E402
 from compiler.data import split_train  # noqa: E402
 from compiler.evaluate import Job, Screen, Top1, score, top1  # noqa: E402
-from bench_strategies import table_for  # noqa: E402
+from bench_strategies import add_table_args, table_for  # noqa: E402
 from heldout_fmnist import bench_model  # noqa: E402
 
 
@@ -111,8 +111,7 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=2000)
     p.add_argument("--settings", default="2x256,4x256,2x512,4x512", help="cheap settings: ADABN_BATCHESxIMAGES[bf16][p]")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grid-points", type=int, default=3, help="when a held-out model's table is profiled here")
-    p.add_argument("--variants", type=int, default=6, help="when a held-out model's table is profiled here")
+    add_table_args(p)
     p.add_argument("--out", type=Path, default=Path("tools/results/bench_fitness.json"))
     args = p.parse_args()
     torch.set_num_threads(1)

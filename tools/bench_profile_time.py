@@ -29,6 +29,11 @@ from compiler.core.atomic import atomic_write_text  # noqa: E402
 CLI = "import sys; from compiler.cli import main; sys.exit(main())"
 
 
+def short_commit(tree: Path) -> str:
+    """The checkout's HEAD, short: which code a timing came from."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
+
+
 def profile_once(tree: Path, model: str, shape: str, work: Path) -> dict:
     """One `latprune profile` run of `tree`'s code, its own defaults, nothing reused."""
     cache = work / "cache"
@@ -54,8 +59,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("build/bench_profile_time.json"))
     args = ap.parse_args()
     trees = {"this": ROOT, "other": args.other.resolve()}
-    commits = {k: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=t, capture_output=True,
-                                 text=True).stdout.strip() for k, t in trees.items()}
+    commits = {k: short_commit(t) for k, t in trees.items()}
     models = [m.split("=") for m in args.models.split(";")]
     runs: list[dict] = []
     for rep in range(args.reps):

@@ -54,6 +54,12 @@ def arm_options(arm: str) -> dict[str, Any]:
     return options
 
 
+def add_table_args(ap: argparse.ArgumentParser) -> None:
+    """The options table_for reads: how a held-out model's table is profiled on first use."""
+    ap.add_argument("--grid-points", type=int, default=3, help="when a held-out model's table is profiled here")
+    ap.add_argument("--variants", type=int, default=6, help="when a held-out model's table is profiled here")
+
+
 def table_for(model_name: str, model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> Path:
     """The shipped table for a reference model; for a held-out family (whose blocks it lacks),
     one profiled here on first use (build/tables/, --grid-points, --variants) and reused."""
@@ -118,8 +124,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--test-images", type=int, default=10000)
-    ap.add_argument("--grid-points", type=int, default=3, help="when a held-out model's table is profiled here")
-    ap.add_argument("--variants", type=int, default=6, help="when a held-out model's table is profiled here")
+    add_table_args(ap)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.torch_threads)

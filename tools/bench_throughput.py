@@ -45,6 +45,7 @@ from compiler.data import split_train  # noqa: E402
 from compiler.evaluate import PRECISIONS  # noqa: E402
 from compiler.models import reference  # noqa: E402
 from bench_methods import SHIPPED, calib_batches  # noqa: E402
+from bench_profile_time import short_commit  # noqa: E402
 from bench_search import batches  # noqa: E402
 
 # run in the other tree (its code on PYTHONPATH): its search() on this run's data, timed whole
@@ -100,15 +101,15 @@ def main() -> None:
     settings = {k: v for k, v in settings.items() if k in args.settings.split(",")}
     labels = (["other"] if args.other else []) + list(settings)
     runs: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in labels} for m in args.models.split(",")}
+    other = args.other.resolve() if args.other else None
     tmp = tempfile.TemporaryDirectory()
     data = Path(tmp.name) / "data.pt"
     torch.save({"calib": calib, "val": val}, data)
     t0 = time.perf_counter()
     for rep in range(args.reps):
         for name in runs:
-            if args.other:
-                torch.set_num_threads(default_threads)
-                runs[name]["other"].append(row := other_tree(args.other.resolve(), name, data, args.full_candidates))
+            if other:
+                runs[name]["other"].append(row := other_tree(other, name, data, args.full_candidates))
                 print(f"rep {rep} {name} other: {row['candidates_per_minute']} cand/min", file=sys.stderr, flush=True)
             model, x = reference(name), torch.zeros(1, 1, 28, 28)
             for setting, (screen, workers, threads, screen_batches) in settings.items():
@@ -134,8 +135,7 @@ def main() -> None:
                                                               for b, m in base.items()}
                          for s, rows in by.items()}
     result = {"host": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "other": None if args.other is None else {"tree": str(args.other), "commit": subprocess.run(
-                  ["git", "rev-parse", "--short", "HEAD"], cwd=args.other, capture_output=True, text=True).stdout.strip()},
+              "other": None if other is None else {"tree": str(other), "commit": short_commit(other)},
               "default_torch_threads": default_threads, "args": {k: str(v) for k, v in vars(args).items()},
               "summary": summary, "runs": runs, "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
