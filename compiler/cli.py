@@ -446,7 +446,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resolutions", type=_sizes, default=(), metavar="R,R",
                    help="also search the model at these input sizes (resized in the engine), e.g. 24,20; the best "
                         "under the budget wins (tables need these sizes: profile --resolutions)")
-    p.add_argument("--evaluations", type=POSITIVE_INT, default=60, help="candidates the search evaluates")
+    p.add_argument("--evaluations", type=POSITIVE_INT, default=CompileOptions.max_evaluations,
+                   help=f"candidates the search evaluates (default {CompileOptions.max_evaluations})")
     p.add_argument("--generation", type=POSITIVE_INT, default=CompileOptions.generation,
                    help="evolution scores this many children at a time, bred from the scores before them (1: each "
                         "child from every score before it); workers share a generation, so give at least --workers "

@@ -103,7 +103,7 @@ class CompileOptions:
     cache_dir: str | Path | None = None
     finetune_epochs: float = 0.0
     strategy: str = "evolution"
-    max_evaluations: int = 60
+    max_evaluations: int = 160
     generation: int = SearchOptions.generation
     seed: int = 0
     importance: str = "l1"
@@ -118,7 +118,7 @@ class CompileOptions:
     force: bool = False
     verify_engines: bool = True
     adabn_batches: int = 8
-    screen_images: int = 0
+    screen_images: int = 256  # tools/bench_strategies.py: 160 screened beat 60 in full
     screen_precision: str = SearchOptions.screen_precision
     rescore: int = 3
     patience: int | None = None
@@ -696,8 +696,9 @@ def _search_pass(ctx: BuildContext) -> None:
     o, tgt = ctx.options, ctx.target
     search = o.search(tgt.channel_step)
     if o.screen_images and ctx.custom_metric:
-        _warn(ctx.report, "screen_images needs the held-out batches as the metric; with a custom eval_fn every "
-                          "candidate is scored in full")
+        _warn(ctx.report, f"screen_images needs the held-out batches as the metric; with a custom eval_fn all "
+                          f"{o.max_evaluations} candidates are scored in full: give fewer (max_evaluations, "
+                          "--evaluations), or screen_images=0 to say so")
     if ctx.resolutions:
         found = _resolution_searches(ctx, search)
     else:

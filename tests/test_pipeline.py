@@ -97,6 +97,8 @@ def test_each_analysis_runs_once_and_every_pass_is_timed(tiny_table, target, tmp
     res = compiler.compile(tiny(), torch.randn(1, 3, 16, 16), target, "0.99x", calib_data=_batches(), eval_fn=_score,
                            table=str(tiny_table), options=opts)
     assert calls == {"lower": 1, "analyze": 1, "scores": 1}
+    # screening is on by default, and a custom metric cannot be screened: the report says what that costs
+    assert any("custom eval_fn all 3 candidates are scored in full" in w for w in res.report["warnings"])
     seconds = res.report["seconds"]
     assert [p for p in res.report["passes"]] == [name for name, _ in pipeline.TARGET_PASSES]
     assert all(seconds[f"onnxruntime-cpu/{p}"] >= 0 for p in res.report["passes"])
@@ -146,7 +148,7 @@ def test_options_are_one_dataclass_and_unknown_ones_are_named() -> None:
         compiler.CompileOptions(tolerance=float("nan")).validate()
     assert "progress" not in compiler.CompileOptions().keyed() and "seed" in compiler.CompileOptions().keyed()
     assert compiler.CompileOptions(strategy="random").search(16) == compiler.SearchOptions(
-        strategy="random", channel_step=16, max_evaluations=60)
+        strategy="random", channel_step=16, max_evaluations=160, screen_images=256)
 
 
 @pytest.mark.slow

@@ -3,9 +3,10 @@ and the pick a search returns.
 
 Arms are strategies, evolution with a generation size (`evolution/8`: generations of 8
 children scored together, as workers need; `evolution/1`: each child bred from every score
-before it, the default; `evolution/1/p32`: with a seed population of 32). One search per arm and seed with all budgets sharing its evaluations, screened as
-`--screen-images` says and scored by `--workers` processes (neither changes what a search
-finds, only its wall time, which is recorded per run). The archive is in evaluation order and
+before it, the default; `evolution/1/p32`: with a seed population of 32; `evolution/1/e60/s0`:
+60 evaluations, none screened, where the others take `--evaluations` and `--screen-images`).
+One search per arm and seed with all budgets sharing its evaluations, scored by `--workers`
+processes (which change only its wall time, recorded per run). The archive is in evaluation order and
 no arm looks at max_evaluations except to stop, so the best search score within each budget
 after the first n candidates is what a run of n evaluations would have found. The pick is the
 search's result: the best full score among the re-scored top candidates; it is also scored on
@@ -44,13 +45,17 @@ from bench_search import batches, profiled_table  # noqa: E402
 from heldout_fmnist import HELDOUT, bench_model  # noqa: E402
 
 
+ARM_KEYS = {"p": "population", "e": "max_evaluations", "s": "screen_images"}
+
+
 def arm_options(arm: str) -> dict[str, Any]:
     """'evolution/8' -> strategy and generation size; 'evolution/1/p32' -> also a seed
-    population of 32 (else --population); 'random' -> strategy."""
+    population of 32 (else --population); 'evolution/1/e60/s0' -> 60 evaluations scored in full
+    (else --evaluations and --screen-images); 'random' -> strategy."""
     strategy, *rest = arm.split("/")
     options: dict[str, Any] = {"strategy": strategy}
     for part in rest:
-        options |= {"population": int(part[1:])} if part.startswith("p") else {"generation": int(part)}
+        options |= {ARM_KEYS[part[0]]: int(part[1:])} if part[0] in ARM_KEYS else {"generation": int(part)}
     return options
 
 
@@ -148,10 +153,11 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for a in arms:
             started = time.perf_counter()
-            run = compiler.search(model, x, table, calib, val, budgets=budgets, max_evaluations=args.evaluations,
-                                  screen_images=args.screen_images, screen_precision=args.screen_precision,
-                                  workers=args.workers, seed=seed,
-                                  progress=False, **({"population": args.population} | arm_options(a)))
+            defaults = {"population": args.population, "max_evaluations": args.evaluations,
+                        "screen_images": args.screen_images}
+            run = compiler.search(model, x, table, calib, val, budgets=budgets,
+                                  screen_precision=args.screen_precision, workers=args.workers, seed=seed,
+                                  progress=False, **(defaults | arm_options(a)))
             walls[a].append(round(time.perf_counter() - started, 1))
             curves[a].append(best_so_far(run))
             picks[a].append({r.budget: r.score for r in run.results})
@@ -160,10 +166,11 @@ def main() -> None:
                 f"{b} best {c[-1]:.4f} pick {picks[a][-1][b]:.4f} test {tests[a][-1][b]:.4f}"
                 for b, c in curves[a][-1].items()),
                 file=sys.stderr, flush=True)
-    checkpoints = sorted({n for n in (10, 20, 30, 50, 75, 100, 150, 200, 300, 400) if n <= args.evaluations}
-                         | {args.evaluations})
+    lengths = {len(run[b]) for a in arms for run in curves[a] for b in budgets}  # each arm's own count
+    checkpoints = sorted({n for n in (10, 20, 30, 50, 75, 100, 150, 200, 300, 400) if n <= max(lengths)} | lengths)
     summary = {a: {b: {n: float(np.mean([run[b][n - 1] for run in curves[a] if run[b][n - 1] is not None]))
-                       for n in checkpoints} for b in budgets} for a in arms}
+                       for n in checkpoints if n <= min(len(run[b]) for run in curves[a])} for b in budgets}
+               for a in arms}
     pick_stats = {a: {b: {"mean": float(np.mean(v := [p[b] for p in picks[a]])), "sd": float(np.std(v, ddof=1))
                           if len(v) > 1 else None, "min": min(v), "max": max(v)} for b in budgets} for a in arms}
     test_stats = {a: {b: {"mean": float(np.mean(v := [p[b] for p in tests[a]])), "sd": float(np.std(v, ddof=1))
