@@ -30,7 +30,7 @@ def model_key(uses: list[BlockUse]) -> str:
 
 
 COVERAGE = 0.9  # the share of predictions an error bound is meant to hold
-MIN_VARIANTS = 6  # on the step: the unpruned model and >= 5 random variants (profile measures 26, and 9 off it)
+MIN_VARIANTS = 6  # on the step: the unpruned model and >= 5 random variants (profile measures 19, and 9 off it)
 NOISY_PCT = 15.0  # profile noise (below) above which a table's error bars take the noise in
 
 
