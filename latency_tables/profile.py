@@ -54,7 +54,7 @@ class ProfileStats:
 # largest of 26, 2.8-13.9% wide, covering 90% of 72 fresh variants (tools/bench_more_variants.py).
 # 17 (19 with those two) is the fewest whose bound is the second largest: on three held-out
 # families' 24-variant records, 17 drawn of them bounded as narrowly as 20 and 24 (13.97-14.73%
-# at the median, against 65-672% for 14), covering 92-100% of the rest (tools/bench_variant_count.py).
+# at the median, against 65-589% for 14), covering 93-100% of the rest (tools/bench_variant_count.py).
 # Off the step the bound is the largest error up to 18, which holds a new one with chance
 # n / (n + 1): 9 reach 90%.
 VARIANTS = 17

@@ -150,11 +150,10 @@ def main() -> None:
     curves: dict[str, list[dict[str, list[float | None]]]] = {a: [] for a in arms}
     picks: dict[str, list[dict[str, float]]] = {a: [] for a in arms}
     walls: dict[str, list[float]] = {a: [] for a in arms}
+    defaults = {"population": args.population, "max_evaluations": args.evaluations, "screen_images": args.screen_images}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for a in arms:
             started = time.perf_counter()
-            defaults = {"population": args.population, "max_evaluations": args.evaluations,
-                        "screen_images": args.screen_images}
             run = compiler.search(model, x, table, calib, val, budgets=budgets,
                                   screen_precision=args.screen_precision, workers=args.workers, seed=seed,
                                   progress=False, **(defaults | arm_options(a)))

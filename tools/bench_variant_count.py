@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import latency_tables  # noqa: E402
 from compiler.core.atomic import atomic_write_text  # noqa: E402
 from latency_tables.predict import design, error_bound  # noqa: E402
 from latency_tables.profile import correction_data, fit_correction  # noqa: E402
@@ -70,11 +71,11 @@ def main() -> None:
         ap.error(f"every count must leave variants to check on: below --pool {args.pool}")
     result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     for path in args.tables:
-        table = json.loads(path.read_text())
-        for record in table["models"].values():
+        table = latency_tables.load(path)  # validated: a corrupt or foreign file is a TableError naming it
+        for record in table.models.values():
             if len(record["variants"]) < 2 + args.pool:
                 continue
-            rows = count_study(record, table["overhead_ms"], counts, args.pool, args.draws, args.seed)
+            rows = count_study(record, table.overhead_ms, counts, args.pool, args.draws, args.seed)
             result["models"][f"{path.name}:{record['name']}"] = rows
             for k, row in rows.items():
                 print(record["name"], k, row, flush=True)
